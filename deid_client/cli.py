@@ -1,0 +1,197 @@
+"""``deid-client``: the command line of the local privacy firewall.
+
+User mistakes (missing files, bad images, bad options) end in one line on
+stderr and a non-zero exit; batches report bad files and finish the good ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .batch import USER_ERRORS, BatchReport, run_batch
+
+EXIT_USAGE, EXIT_PARTIAL = 2, 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except USER_ERRORS as exc:
+        print(f"deid-client: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("deid-client: interrupted; finished files are kept", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deid-client", description="Local privacy firewall for federated dermatology.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("phantom", help="write a phantom cohort (images, healthy twins, masks)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="cohort folder")
+    p.add_argument("-n", "--images", type=_positive, default=200)
+    p.add_argument("--hospitals", type=_positive, default=1)
+    p.add_argument("--size", type=int, default=256, help="side in pixels, 64..1024")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--non-iid", type=float, default=0.5, help="0 = alike sites .. 1 = very unlike")
+    p.add_argument("--no-distractors", action="store_true",
+                   help="no jewellery, flush, strong shadows or shine")
+    p.set_defaults(run=_phantom)
+
+    p = sub.add_parser("mask", help="differential erythema mask of one image pair")
+    p.add_argument("pathological", type=Path)
+    p.add_argument("healthy", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="mask PNG to write")
+    p.add_argument("--theta", type=float, default=5.0, help="a* threshold (calibrate finds one)")
+    p.add_argument("--min-size", type=int, default=0, help="drop components up to this many px")
+    p.add_argument("--max-hole-size", type=int, default=0, help="fill holes up to this many px")
+    p.add_argument("--overlay", type=Path, help="also write the mask over the image (PNG)")
+    p.add_argument("--heatmap", type=Path, help="also write the a* difference heat map (PNG)")
+    p.set_defaults(run=_mask)
+
+    p = sub.add_parser("calibrate", help="find theta* against reference masks")
+    p.add_argument("folders", type=Path, nargs="*", metavar="DIR",
+                   help="PATHOLOGICAL_DIR HEALTHY_DIR REFERENCE_DIR (files matched by name)")
+    p.add_argument("--cohort", type=Path, help="a phantom cohort folder instead of three folders")
+    p.add_argument("--objective", choices=("mean", "pooled"), default="mean")
+    p.add_argument("--thresholds", type=_positive, default=256, help="number of candidates")
+    p.add_argument("-o", "--output", type=Path, help="also write the JSON here")
+    p.set_defaults(run=_calibrate)
+
+    p = sub.add_parser("ingest", help="sanitise photos: metadata-free, pseudonymous PNGs")
+    p.add_argument("input", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--secret-file", type=Path,
+                   help="site secret (created if missing); else $DEID_SITE_SECRET")
+    p.add_argument("--recursive", action="store_true")
+    p.set_defaults(run=_ingest)
+
+    p = sub.add_parser("demo", help="main job: phantom cohort -> masks -> theta* -> figures")
+    p.add_argument("-o", "--output", type=Path, default=Path("outputs/demo"))
+    p.add_argument("-n", "--images", type=_positive, default=40)
+    p.add_argument("--hospitals", type=_positive, default=2)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_demo)
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _print_json(data: dict, output: Path | None = None) -> None:
+    text = json.dumps(data, indent=2)
+    print(text)
+    if output is not None:
+        from .images import atomic_write_bytes
+
+        atomic_write_bytes(output, text.encode() + b"\n")
+
+
+def _report_errors(report: BatchReport, what: str) -> int:
+    for _, error in report.errors:
+        print(f"deid-client: skipped: {error}", file=sys.stderr)
+    done, failed = len(report.results), len(report.errors)
+    print(f"{what}: {done} done, {failed} failed", file=sys.stderr)
+    return EXIT_PARTIAL if failed else 0
+
+
+def _phantom(args) -> int:
+    from .phantom import MAX_SIZE, MIN_SIZE, plan_cohort, write_cohort
+
+    if not MIN_SIZE <= args.size <= MAX_SIZE:
+        raise ValueError(f"--size must be {MIN_SIZE}..{MAX_SIZE}, not {args.size}")
+    cases = plan_cohort(args.images, args.hospitals, seed=args.seed, non_iid=args.non_iid)
+    report = write_cohort(cases, args.output, size=args.size, distractors=not args.no_distractors)
+    print(f"wrote {len(report.results)} phantoms to {args.output} "
+          f"({args.output / 'manifest.json'})")
+    return _report_errors(report, "phantoms")
+
+
+def _mask(args) -> int:
+    from .figures import heatmap_figure, mask_overlay, save_figure
+    from .images import read_image, write_mask
+    from .masks import clean_mask, erythema_map, threshold_mask
+
+    pathological, healthy = read_image(args.pathological), read_image(args.healthy)
+    diff = erythema_map(pathological, healthy)
+    mask = clean_mask(threshold_mask(diff, args.theta), min_size=args.min_size,
+                      max_hole_size=args.max_hole_size)
+    write_mask(args.output, mask)
+    if args.overlay:
+        from .images import write_image
+
+        write_image(args.overlay, mask_overlay(pathological, mask))
+    if args.heatmap:
+        save_figure(heatmap_figure(diff, theta=args.theta), args.heatmap)
+    _print_json({"threshold": args.theta, "lesion_fraction": float(mask.mean()),
+                 "lesion_pixels": int(mask.sum()), "mask": str(args.output)})
+    return 0
+
+
+def _calibrate(args) -> int:
+    from .masks import calibrate_threshold, candidate_thresholds, per_image_iou
+    from .pairs import load_triple, triples_from_cohort, triples_from_folders
+
+    if args.cohort is not None and args.folders:
+        raise ValueError("give either --cohort or three folders, not both")
+    if args.cohort is not None:
+        triples, unmatched = triples_from_cohort(args.cohort), []
+    elif len(args.folders) == 3:
+        triples, unmatched = triples_from_folders(*args.folders)
+    else:
+        raise ValueError("give PATHOLOGICAL_DIR HEALTHY_DIR REFERENCE_DIR, or --cohort DIR")
+    report = run_batch(triples, load_triple, desc="difference maps")
+    report.errors[:0] = unmatched
+    if not report.results:
+        _report_errors(report, "pairs")
+        raise ValueError("no usable image pairs to calibrate on")
+    keys = [t.key for t, _ in report.results]
+    diffs = [d for _, (d, _) in report.results]
+    refs = [r for _, (_, r) in report.results]
+    thresholds = candidate_thresholds(diffs, args.thresholds)
+    theta, score = calibrate_threshold(diffs, refs, objective=args.objective, thresholds=thresholds)
+    per_image = per_image_iou(diffs, refs, theta)
+    _print_json({"theta": theta, "iou": score, "objective": args.objective,
+                 "images": len(keys), "failed": len(report.errors),
+                 "per_image_iou": dict(zip(keys, per_image, strict=True))}, args.output)
+    return _report_errors(report, "pairs")
+
+
+def _ingest(args) -> int:
+    from .ingest import ingest_folder
+    from .pseudonyms import load_site_secret
+
+    secret = load_site_secret(args.secret_file, create=True)
+    report = ingest_folder(args.input, args.output, secret, recursive=args.recursive)
+    print(f"wrote {len(report.results)} sanitised images to {args.output}")
+    return _report_errors(report, "ingest")
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    summary = run_demo(args.output, n_images=args.images, n_hospitals=args.hospitals,
+                       size=args.size, seed=args.seed)
+    print(json.dumps({k: v for k, v in summary.items() if k != "per_image_iou"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Skin phantoms: procedurally drawn faces with exact ground truth (ARCHITECTURE section 5).
+
+>>> p = make_phantom(seed=0, size=64)
+>>> other = render_phantom(sample_identity(np.random.default_rng(1)), p.lesion, size=64)
+>>> p.mask.shape == other.mask.shape
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cohort import MANIFEST, Case, plan_cohort, render_case, write_cohort
+from .identity import SEXES, SKIN_TYPES, Identity, sample_identity
+from .lesions import LESION_KINDS, Lesion, sample_lesion
+from .render import MAX_SIZE, MIN_SIZE, Phantom, anchors, face_box, render_phantom
+
+__all__ = [
+    "Identity", "Lesion", "Phantom", "LESION_KINDS", "SEXES", "SKIN_TYPES", "MIN_SIZE",
+    "MAX_SIZE", "sample_identity", "sample_lesion", "render_phantom", "make_phantom",
+    "anchors", "face_box", "Case", "plan_cohort", "render_case", "write_cohort", "MANIFEST",
+]
+
+
+def make_phantom(
+    seed: int,
+    size: int = 256,
+    *,
+    lesion_kind: str | None = None,
+    skin_type: int | None = None,
+    sex: str | None = None,
+    lesion_scale: float = 1.0,
+    distractors: bool = True,
+) -> Phantom:
+    """A random phantom, fully determined by ``seed`` and the other arguments."""
+    rng = np.random.default_rng(seed)
+    identity = sample_identity(rng, sex=sex, skin_type=skin_type, distractors=distractors)
+    lesion = sample_lesion(rng, lesion_kind, scale=lesion_scale)
+    return render_phantom(identity, lesion, size)
