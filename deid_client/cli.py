@@ -178,6 +178,8 @@ def _ingest(args) -> int:
     from .ingest import ingest_folder
     from .pseudonyms import load_site_secret
 
+    if not args.input.is_dir():
+        raise ValueError(f"{args.input}: not a folder")
     secret = load_site_secret(args.secret_file, create=True)
     report = ingest_folder(args.input, args.output, secret, recursive=args.recursive)
     print(f"wrote {len(report.results)} sanitised images to {args.output}")

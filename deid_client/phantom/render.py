@@ -175,7 +175,8 @@ def render_phantom(
         sick[where] = _lab_to_rgb(lab[None])[0]
     noise = np.random.default_rng([identity.texture_seed, lesion.seed]).normal(
         0, camera_noise, healthy.shape).astype(np.float32)
-    mask = (cover > 0.5) & (canvas.skin > 0.5)
+    # Ground truth: more than half of the pixel is lesion on visible skin.
+    mask = cover * canvas.skin > 0.5
     return Phantom(_to_uint8(sick + noise), _to_uint8(healthy + noise), mask, face_cover > 0.5,
                    identity, lesion)
 
