@@ -1,0 +1,1 @@
+"""The Flower ServerApp (strategy, checkpoints, metrics): arrives with the federated-training issue."""
