@@ -4,7 +4,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageCms, PngImagePlugin
 
 from deid_client.images import (
     CorruptImageError,
@@ -19,6 +19,9 @@ from deid_client.images import (
 from deid_client.ingest import ingest_folder
 from deid_client.pseudonyms import load_site_secret, pseudonym
 from tests.metadata import metadata_in
+
+
+SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
 @pytest.fixture
@@ -94,6 +97,13 @@ def test_palette_grayscale_and_cmyk_become_rgb(photo):
     for mode in ("1", "LA", "I", "F"):
         out = read_image(encode(img.convert(mode), "TIFF" if mode in "IF" else "PNG"))
         assert out.dtype == np.uint8 and out.shape == photo.shape, mode
+
+
+def test_embedded_icc_profile_is_honoured(photo):
+    tagged = read_image(encode(Image.fromarray(photo), "PNG", icc_profile=SRGB_ICC))
+    assert np.abs(tagged.astype(int) - photo).max() <= 2  # sRGB -> sRGB: (almost) unchanged
+    broken = read_image(encode(Image.fromarray(photo), "PNG", icc_profile=b"not a profile"))
+    assert np.array_equal(broken, photo)  # a broken profile is ignored, as viewers do
 
 
 def test_only_first_frame_of_animation(photo):
@@ -204,7 +214,7 @@ def test_written_images_are_metadata_free(tmp_path, photo):
     info = PngImagePlugin.PngInfo()
     info.add_text("Patient", "Jane Doe")
     source = Image.open(io.BytesIO(encode(Image.fromarray(photo), "PNG", pnginfo=info, exif=exif_with(1))))
-    pixels = read_image(encode(source, "JPEG", exif=exif_with(6), icc_profile=b"x" * 0, comment=b"jane"))
+    pixels = read_image(encode(source, "JPEG", exif=exif_with(6), icc_profile=SRGB_ICC, comment=b"jane"))
     for name in ("out.png", "out.jpg", "out.jpeg"):
         path = write_image(tmp_path / name, pixels)
         data = path.read_bytes()
@@ -281,6 +291,7 @@ def test_site_secret_file(tmp_path, monkeypatch):
         load_site_secret()
 
 
+@pytest.mark.filterwarnings("ignore:A test tried to use socket")
 def test_network_is_blocked():
     import socket
 
