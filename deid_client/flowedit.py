@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 __all__ = ["flowedit", "Velocity", "VelocityPair", "check_schedule"]
 
@@ -48,6 +49,7 @@ def flowedit(
     n_avg: int = 1,
     generator: torch.Generator | None = None,
     v_pair: VelocityPair | None = None,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Edit the clean latent ``x_src`` from the source towards the target condition.
 
@@ -74,6 +76,8 @@ def flowedit(
     v_pair : callable (z_src, z_tgt, t) -> (v_src, v_tgt), optional
         Evaluates both sides in one call (one batched transformer pass); used
         for the editing steps instead of two separate calls.
+    progress : bool
+        Show a progress bar over the steps.
 
     Returns
     -------
@@ -100,6 +104,7 @@ def flowedit(
     dtype = x_src.dtype
     x = x_src.float()
     z_edit = x.clone()
+    bar = tqdm(total=n_max, desc="FlowEdit", unit="step", disable=not progress, leave=False)
     for i in range(steps - n_max, steps - n_min):
         t, t_next = schedule[i], schedule[i + 1]
         velocity = torch.zeros_like(x)
@@ -110,12 +115,15 @@ def flowedit(
             vs, vt = v_pair(z_src.to(dtype), z_tgt.to(dtype), t)
             velocity += (vt.float() - vs.float()) / n_avg
         z_edit = z_edit + (t_next - t) * velocity
+        bar.update()
     if n_min > 0:
         t = schedule[steps - n_min]
         z = z_edit + t * (_noise(x, generator) - x)  # = Z_edit + Z_src - X_src at t
         for i in range(steps - n_min, steps):
             z = z + (schedule[i + 1] - schedule[i]) * v_tgt(z.to(dtype), schedule[i]).float()
+            bar.update()
         z_edit = z
+    bar.close()
     return z_edit.to(dtype)
 
 
