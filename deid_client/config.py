@@ -1,0 +1,64 @@
+"""Typed views of the Hydra configs in ``conf/``: a model choice and FlowEdit settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .backends import EditSettings
+
+__all__ = ["ModelConfig", "CONFIG_DIR", "compose_edit", "edit_config"]
+
+#: The repository's ``conf/`` folder (``$DEID_CONFIG_DIR`` overrides it).
+CONFIG_DIR = Path(os.environ.get("DEID_CONFIG_DIR", Path(__file__).resolve().parent.parent / "conf"))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which pipeline to load and how (see ``deid_client.backends.load_backend``)."""
+
+    id: str
+    device: str | None = None
+    dtype: str | None = None
+    cpu_offload: bool = False
+    allow_download: bool = False
+    max_sequence_length: int = 256
+
+    def load(self):
+        from .backends import load_backend
+
+        return load_backend(self.id, device=self.device, dtype=self.dtype,
+                            cpu_offload=self.cpu_offload, allow_download=self.allow_download,
+                            max_sequence_length=self.max_sequence_length)
+
+
+def edit_config(cfg: DictConfig) -> tuple[ModelConfig, EditSettings]:
+    """Validate a composed config (``model`` + ``flowedit``) into typed settings.
+
+    Unknown or missing keys and wrong types are errors, not silent defaults.
+    """
+    return _typed(ModelConfig, cfg.model, "model"), _typed(EditSettings, cfg.flowedit, "flowedit")
+
+
+def compose_edit(overrides: list[str] | None = None,
+                 config_dir: str | os.PathLike = CONFIG_DIR) -> tuple[ModelConfig, EditSettings]:
+    """Compose ``conf/edit.yaml`` with Hydra overrides, outside any Hydra app."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+        return edit_config(compose("edit", overrides=list(overrides or [])))
+
+
+def _typed(cls, node, name: str):
+    # "???" is OmegaConf's 'missing' marker: required keys must come from the config.
+    required = {f.name: "???" for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+    schema = OmegaConf.structured(cls(**required))
+    try:
+        values = OmegaConf.to_container(OmegaConf.merge(schema, node), throw_on_missing=True)
+    except Exception as exc:  # omegaconf raises its own validation errors
+        raise ValueError(f"config '{name}': {str(exc).splitlines()[0]}") from None
+    return cls(**values)
