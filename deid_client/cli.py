@@ -12,7 +12,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 
 from . import __version__
 from .batch import USER_ERRORS, BatchReport, run_batch
