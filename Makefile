@@ -4,7 +4,6 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-OUT    ?= outputs/demo
 
 .PHONY: main test setup clean
 
@@ -16,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 main: setup
-	$(BIN)/deid-client demo --output $(OUT)
+	$(BIN)/python -m simulations.run
 
 test: setup
 	$(BIN)/python -m pytest

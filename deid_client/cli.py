@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .batch import USER_ERRORS, BatchReport, run_batch
+from .images import atomic_write_bytes
 
 EXIT_USAGE, EXIT_PARTIAL = 2, 1
 
@@ -123,8 +124,6 @@ def _print_json(data: dict, output: Path | None = None) -> None:
     text = json.dumps(data, indent=2)
     print(text)
     if output is not None:
-        from .images import atomic_write_bytes
-
         atomic_write_bytes(output, text.encode() + b"\n")
 
 
@@ -150,7 +149,7 @@ def _phantom(args) -> int:
 
 def _mask(args) -> int:
     from .figures import heatmap_figure, mask_overlay, save_figure
-    from .images import read_image, write_mask
+    from .images import read_image, write_image, write_mask
     from .masks import clean_mask, erythema_map, threshold_mask
 
     pathological, healthy = read_image(args.pathological), read_image(args.healthy)
@@ -159,8 +158,6 @@ def _mask(args) -> int:
                       max_hole_size=args.max_hole_size)
     write_mask(args.output, mask)
     if args.overlay:
-        from .images import write_image
-
         write_image(args.overlay, mask_overlay(pathological, mask))
     if args.heatmap:
         save_figure(heatmap_figure(diff, theta=args.theta), args.heatmap)

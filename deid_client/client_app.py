@@ -1,0 +1,64 @@
+"""The Flower ClientApp: local data through the firewall, a U-Net trained on it.
+
+Only model arrays and scalar metrics leave: see ``server.privacy``.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from .node_data import DataConfig, default_cache_dir, load_node_data
+from .segmentation import build_unet, evaluate, train_epochs
+
+app = ClientApp()
+
+
+def _node_data(context: Context):
+    run, node = context.run_config, context.node_config
+    config = DataConfig(
+        partition_id=int(node.get("partition-id", 0)),
+        num_partitions=int(node.get("num-partitions", 1)),
+        data_dir=str(node.get("data-dir", "")),
+        images_per_client=int(run["images-per-client"]),
+        image_size=int(run["image-size"]),
+        mask_source=str(run["mask-source"]),
+        theta=float(run["theta"]),
+        non_iid=float(run["non-iid"]),
+        eval_fraction=float(run["eval-fraction"]),
+        seed=int(run["seed"]),
+    )
+    return load_node_data(config, node.get("cache-dir") or default_cache_dir())
+
+
+def _model(msg: Message, context: Context) -> torch.nn.Module:
+    model = build_unet(str(context.run_config["encoder"]), int(context.run_config["encoder-depth"]))
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    return model
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    data = _node_data(context)
+    model = _model(msg, context)
+    config = msg.content["config"]
+    loss = train_epochs(
+        model, data.train_images, data.train_masks,
+        epochs=int(context.run_config["local-epochs"]), lr=float(config["lr"]),
+        batch_size=int(context.run_config["batch-size"]),
+        device=str(context.node_config.get("device", "cpu")),
+        seed=int(config.get("server-round", 0)), proximal_mu=float(config.get("proximal-mu", 0.0)))
+    metrics = MetricRecord({"train_loss": loss, "num-examples": len(data.train_images)})
+    return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}),
+                   reply_to=msg)
+
+
+@app.evaluate()
+def evaluate_global(msg: Message, context: Context) -> Message:
+    data = _node_data(context)
+    scores = evaluate(_model(msg, context), data.eval_images, data.eval_masks,
+                      device=str(context.node_config.get("device", "cpu")))
+    metrics = MetricRecord({f"eval_{k}": v for k, v in scores.items()}
+                           | {"num-examples": len(data.eval_images)})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)

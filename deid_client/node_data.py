@@ -1,0 +1,144 @@
+"""A node's local training data: where it comes from, its training masks, its cache.
+
+Training masks come from a pluggable *mask source*:
+
+* ``oracle``: the differential mask against the exact healthy twin (phantoms, or
+  a ``healthy/`` folder), the stand-in for the FlowEdit firewall stage;
+* ``naive``: the original-only baseline (Otsu on a*);
+* ``truth``: the reference masks themselves (an upper bound).
+
+Evaluation always uses reference masks, on a held-out split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .images import atomic_write_bytes, read_image
+from .masks import differential_mask, naive_mask
+from .pairs import read_mask, triples_from_folders
+from .phantom import plan_cohort, render_case
+
+__all__ = ["MASK_SOURCES", "DataConfig", "NodeData", "load_node_data", "training_mask",
+           "default_cache_dir"]
+
+MASK_SOURCES = ("oracle", "naive", "truth")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Everything that decides a node's data (and so its cache key)."""
+
+    partition_id: int = 0
+    num_partitions: int = 1
+    data_dir: str = ""  # empty: phantom partition
+    images_per_client: int = 48
+    image_size: int = 96
+    mask_source: str = "oracle"
+    theta: float = 5.0
+    non_iid: float = 0.5
+    eval_fraction: float = 0.25
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mask_source not in MASK_SOURCES:
+            raise ValueError(f"mask-source must be one of {MASK_SOURCES}, not {self.mask_source!r}")
+        if not 0 <= self.partition_id < self.num_partitions:
+            raise ValueError(f"partition-id {self.partition_id} outside 0..{self.num_partitions - 1}")
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ValueError("eval-fraction must be between 0 and 1")
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class NodeData:
+    train_images: np.ndarray  # uint8 N x S x S x 3
+    train_masks: np.ndarray  # bool N x S x S, from the mask source
+    eval_images: np.ndarray
+    eval_masks: np.ndarray  # bool, reference masks
+
+
+def training_mask(image: np.ndarray, healthy: np.ndarray | None, truth: np.ndarray | None,
+                  source: str, theta: float) -> np.ndarray:
+    """The mask a site trains on, from the configured source."""
+    if source == "oracle":
+        if healthy is None:
+            raise ValueError("mask-source 'oracle' needs a healthy twin for every image")
+        return differential_mask(image, healthy, theta)
+    if source == "naive":
+        return naive_mask(image)
+    if truth is None:
+        raise ValueError("mask-source 'truth' needs reference masks")
+    return truth
+
+
+def default_cache_dir() -> Path:
+    """``$DEID_CACHE_DIR``, else ``~/.cache/deid-client`` (a node config's cache-dir wins)."""
+    return Path(os.environ.get("DEID_CACHE_DIR") or Path.home() / ".cache" / "deid-client")
+
+
+def load_node_data(config: DataConfig, cache_dir: str | os.PathLike | None = None) -> NodeData:
+    """The node's data, prepared once and cached as ``node-data-<key>.npz`` in ``cache_dir``."""
+    cache = None if cache_dir is None else Path(cache_dir) / f"node-data-{config.key()}.npz"
+    if cache is not None and cache.is_file():
+        with np.load(cache) as stored:
+            return NodeData(**{k: stored[k] for k in stored.files})
+    data = _prepare(config)
+    if cache is not None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **asdict(data))
+        atomic_write_bytes(cache, buffer.getvalue())  # never a half-written cache
+    return data
+
+
+def _prepare(config: DataConfig) -> NodeData:
+    samples = _folder_samples(config) if config.data_dir else _phantom_samples(config)
+    if len(samples) < 2:
+        raise ValueError("a node needs at least two images (one to train, one to evaluate)")
+    n_eval = max(1, int(round(len(samples) * config.eval_fraction)))
+    train, held_out = samples[:-n_eval], samples[-n_eval:]
+    if any(truth is None for _, _, truth in held_out):
+        raise ValueError("the held-out split needs reference masks")
+    return NodeData(
+        train_images=np.stack([img for img, _, _ in train]),
+        train_masks=np.stack([training_mask(img, twin, truth, config.mask_source, config.theta)
+                              for img, twin, truth in train]),
+        eval_images=np.stack([img for img, _, _ in held_out]),
+        eval_masks=np.stack([truth for _, _, truth in held_out]),
+    )
+
+
+def _phantom_samples(config: DataConfig) -> list:
+    cases = plan_cohort(config.images_per_client * config.num_partitions, config.num_partitions,
+                        seed=config.seed, non_iid=config.non_iid)
+    mine = [render_case(c, config.image_size) for c in cases if c.hospital == config.partition_id]
+    return [(p.image, p.healthy, p.mask) for p in mine]
+
+
+def _folder_samples(config: DataConfig) -> list:
+    """``data_dir/images`` with ``healthy/`` twins and optional ``masks/``, matched by name."""
+    root = Path(config.data_dir)
+    masks = root / "masks"
+    triples, _ = triples_from_folders(root / "images", root / "healthy",
+                                      masks if masks.is_dir() else None)
+    size = (config.image_size, config.image_size)
+
+    def fit(image: np.ndarray) -> np.ndarray:
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+    samples = []
+    for t in triples:
+        truth = None if t.reference is None else cv2.resize(
+            read_mask(t.reference).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+        samples.append((fit(read_image(t.pathological)), fit(read_image(t.healthy)), truth))
+    return samples

@@ -1,0 +1,53 @@
+"""The Flower ServerApp: aggregate weights, checkpoint every round, write the history."""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from deid_client.segmentation import build_unet
+
+from .history import RunRecorder
+from .strategy import make_strategy
+
+app = ServerApp()
+log = logging.getLogger(__name__)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg = context.run_config
+    recorder = RunRecorder(str(cfg["output-dir"]))
+    total_rounds = int(cfg["num-server-rounds"])
+    resumed = recorder.resume()
+    if resumed is None:
+        done, state = 0, build_unet(str(cfg["encoder"]), int(cfg["encoder-depth"]),
+                                    seed=int(cfg["seed"])).state_dict()
+    else:
+        done, state = resumed
+        log.warning("resuming from %s after round %d", recorder.checkpoint, done)
+    if done >= total_rounds:
+        log.warning("all %d rounds were already done; nothing to run", total_rounds)
+        return
+    strategy = make_strategy(
+        str(cfg["strategy"]), model_shapes={k: tuple(v.shape) for k, v in state.items()},
+        min_nodes=int(cfg["min-nodes"]), fraction_train=float(cfg["fraction-train"]),
+        proximal_mu=float(cfg["proximal-mu"]), dp_noise_multiplier=float(cfg["dp-noise"]),
+        dp_clipping_norm=float(cfg["dp-clipping-norm"]))
+
+    def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
+        recorder.save_checkpoint(done + server_round, arrays)
+
+    result = strategy.start(
+        grid=grid, initial_arrays=ArrayRecord(state), num_rounds=total_rounds - done,
+        train_config=ConfigRecord({"lr": float(cfg["lr"])}), evaluate_fn=checkpoint)
+    guard = getattr(strategy, "strategy", strategy)  # the DP wrapper holds the guarded one
+    rounds = recorder.write_history(result, done, {"privacy_violations": guard.violations,
+                                                   "replies_screened": guard.screened})
+    recorder.save_final(result.arrays)
+    for entry in rounds:
+        log.warning("round %d: train_loss %.4f  eval_dice %.4f  eval_iou %.4f", entry["round"],
+                    entry.get("train_loss", float("nan")), entry.get("eval_dice", float("nan")),
+                    entry.get("eval_iou", float("nan")))

@@ -1,0 +1,53 @@
+"""Strategies by name: FedAvg (default), FedProx, and Flower's differential-privacy wrappers."""
+
+from __future__ import annotations
+
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyServerSideFixedClipping,
+    FedAvg,
+    FedProx,
+    Strategy,
+)
+
+from .privacy import PrivacyGuard
+
+__all__ = ["make_strategy", "STRATEGIES"]
+
+STRATEGIES = ("fedavg", "fedprox")
+
+
+class GuardedFedAvg(PrivacyGuard, FedAvg):
+    pass
+
+
+class GuardedFedProx(PrivacyGuard, FedProx):
+    pass
+
+
+def make_strategy(
+    name: str,
+    *,
+    model_shapes: dict[str, tuple[int, ...]],
+    min_nodes: int = 2,
+    fraction_train: float = 1.0,
+    proximal_mu: float = 0.01,
+    dp_noise_multiplier: float = 0.0,
+    dp_clipping_norm: float = 10.0,
+) -> Strategy:
+    """A privacy-guarded strategy; ``dp_noise_multiplier > 0`` wraps it in server-side
+    fixed-clipping differential privacy (Flower's own wrapper)."""
+    common = dict(fraction_train=fraction_train, min_train_nodes=min_nodes,
+                  min_evaluate_nodes=min_nodes, min_available_nodes=min_nodes)
+    if name == "fedavg":
+        strategy = GuardedFedAvg(**common)
+    elif name == "fedprox":
+        strategy = GuardedFedProx(proximal_mu=proximal_mu, **common)
+    else:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, not {name!r}")
+    strategy.model_shapes = model_shapes
+    strategy.violations = []
+    if dp_noise_multiplier > 0:
+        return DifferentialPrivacyServerSideFixedClipping(
+            strategy, noise_multiplier=dp_noise_multiplier, clipping_norm=dp_clipping_norm,
+            num_sampled_clients=min_nodes)
+    return strategy

@@ -1,0 +1,119 @@
+"""Run the Flower app on Flower's simulation engine, behind a SuperLink we own.
+
+``flwr run`` against the built-in ``:local:`` connection leaves a detached
+SuperLink behind on fixed ports. Here each simulation starts its own
+``flower-superlink --simulation`` on free loopback ports with a private
+``FLWR_HOME``, and stops it (and its children) when done.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+__all__ = ["run_simulation", "free_ports", "flwr_env", "APP_DIR"]
+
+APP_DIR = Path(__file__).resolve().parent.parent  # the folder with pyproject.toml
+_BIN = Path(sys.executable).parent
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def flwr_env(flwr_home: Path) -> dict[str, str]:
+    """Environment for every flwr process: private home, no runtime installs, own Ray dir."""
+    ray_dir = Path(tempfile.gettempdir()) / f"ray-{os.getpid()}"  # Ray wants short paths
+    ray_dir.mkdir(exist_ok=True)
+    return os.environ | {"FLWR_HOME": str(flwr_home), "RAY_TMPDIR": str(ray_dir),
+                         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+                         "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"flower-superlink exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"SuperLink on port {port} not healthy after {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End a process we started, with everything it spawned (its own process group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def run_simulation(run_config: dict, *, num_supernodes: int, cpus_per_client: float = 1.0,
+                   cache_dir: str | os.PathLike | None = None,
+                   app_dir: str | os.PathLike = APP_DIR, workdir: str | os.PathLike | None = None,
+                   stream=None, timeout: float = 3600) -> int:
+    """Run the app once on the simulation engine; returns ``flwr run``'s exit code.
+
+    ``run_config`` overrides ``[tool.flwr.app.config]``; ``cache_dir`` is where
+    the simulated nodes cache their prepared data; logs go to ``stream``
+    (default: this process's stdout).
+    """
+    with tempfile.TemporaryDirectory(prefix="flwr-home-", dir=workdir) as home:
+        home = Path(home)
+        http_port, fleet_port, control_port = free_ports(3)
+        (home / "config.toml").write_text(
+            '[superlink]\ndefault = "sim"\n\n[superlink.sim]\n'
+            f'address = "127.0.0.1:{http_port}"\ninsecure = true\n')
+        cpus = int(cpus_per_client) if float(cpus_per_client).is_integer() else cpus_per_client
+        federation = f"num-supernodes={int(num_supernodes)} client-resources-num-cpus={cpus}"
+        overrides = home / "run-config.toml"
+        overrides.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in run_config.items()))
+        env = flwr_env(home)
+        if cache_dir is not None:
+            env["DEID_CACHE_DIR"] = str(Path(cache_dir).resolve())
+        superlink = subprocess.Popen(
+            [str(_BIN / "flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1",
+             "--port", str(http_port), "--fleet-api-address", f"127.0.0.1:{fleet_port}",
+             "--control-api-address", f"127.0.0.1:{control_port}",
+             "--database", str(home / "state.db")],
+            env=env, stdout=subprocess.DEVNULL, stderr=(home / "superlink.log").open("wb"),
+            start_new_session=True)
+        try:
+            wait_healthy(http_port, superlink)
+            run = subprocess.run(
+                [str(_BIN / "flwr"), "run", str(app_dir), "sim", "--stream",
+                 "--run-config", str(overrides), "--federation-config", federation],
+                env=env, stdout=stream or sys.stdout, stderr=subprocess.STDOUT, timeout=timeout)
+            return run.returncode
+        finally:
+            stop(superlink)
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
