@@ -8,9 +8,11 @@ SuperLink behind on fixed ports. Here each simulation starts its own
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -18,7 +20,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["run_simulation", "free_ports", "flwr_env", "APP_DIR"]
+import psutil
+
+__all__ = ["run_simulation", "free_ports", "flwr_env", "wait_healthy", "stop", "APP_DIR"]
 
 APP_DIR = Path(__file__).resolve().parent.parent  # the folder with pyproject.toml
 _BIN = Path(sys.executable).parent
@@ -45,13 +49,17 @@ def flwr_env(flwr_home: Path) -> dict[str, str]:
                          "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 60.0, *,
+                 scheme: str = "http", ca: str | os.PathLike | None = None) -> None:
+    """Wait until a SuperLink answers ``/health`` with 200 (or fail if it died)."""
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"flower-superlink exited with code {process.returncode}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+            with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/health", timeout=1,
+                                        context=context) as reply:
                 if reply.status == 200:
                     return
         except OSError:
@@ -60,14 +68,32 @@ def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 60.0) ->
 
 
 def stop(process: subprocess.Popen) -> None:
-    """End a process we started, with everything it spawned (its own process group)."""
-    if process.poll() is None:
+    """End a process we started and everything it spawned.
+
+    Some Flower children (e.g. ``flwr-serverapp``) start sessions of their own,
+    so the descendants are collected by parentage before anything is signalled.
+    """
+    try:
+        family = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    # The group outlives its leader: children of a process that already exited are still in it.
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    for child in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, alive = psutil.wait_procs(family, timeout=10)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # stragglers that ignored SIGTERM
 
 
 def run_simulation(run_config: dict, *, num_supernodes: int, cpus_per_client: float = 1.0,
@@ -82,7 +108,7 @@ def run_simulation(run_config: dict, *, num_supernodes: int, cpus_per_client: fl
     """
     with tempfile.TemporaryDirectory(prefix="flwr-home-", dir=workdir) as home:
         home = Path(home)
-        http_port, fleet_port, control_port = free_ports(3)
+        http_port, control_port = free_ports(2)
         (home / "config.toml").write_text(
             '[superlink]\ndefault = "sim"\n\n[superlink.sim]\n'
             f'address = "127.0.0.1:{http_port}"\ninsecure = true\n')
@@ -95,8 +121,7 @@ def run_simulation(run_config: dict, *, num_supernodes: int, cpus_per_client: fl
             env["DEID_CACHE_DIR"] = str(Path(cache_dir).resolve())
         superlink = subprocess.Popen(
             [str(_BIN / "flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1",
-             "--port", str(http_port), "--fleet-api-address", f"127.0.0.1:{fleet_port}",
-             "--control-api-address", f"127.0.0.1:{control_port}",
+             "--port", str(http_port), "--control-api-address", f"127.0.0.1:{control_port}",
              "--database", str(home / "state.db")],
             env=env, stdout=subprocess.DEVNULL, stderr=(home / "superlink.log").open("wb"),
             start_new_session=True)
