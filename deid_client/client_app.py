@@ -5,6 +5,8 @@ Only model arrays and scalar metrics leave: see ``server.privacy``.
 
 from __future__ import annotations
 
+import time
+
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -40,16 +42,21 @@ def _model(msg: Message, context: Context) -> torch.nn.Module:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    start = time.perf_counter()
     data = _node_data(context)
+    data_seconds = time.perf_counter() - start
     model = _model(msg, context)
     config = msg.content["config"]
+    start = time.perf_counter()
     loss = train_epochs(
         model, data.train_images, data.train_masks,
         epochs=int(context.run_config["local-epochs"]), lr=float(config["lr"]),
         batch_size=int(context.run_config["batch-size"]),
         device=str(context.node_config.get("device", "cpu")),
         seed=int(config.get("server-round", 0)), proximal_mu=float(config.get("proximal-mu", 0.0)))
-    metrics = MetricRecord({"train_loss": loss, "num-examples": len(data.train_images)})
+    metrics = MetricRecord({"train_loss": loss, "num-examples": len(data.train_images),
+                            "time_data_s": data_seconds,
+                            "time_train_s": time.perf_counter() - start})
     return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}),
                    reply_to=msg)
 

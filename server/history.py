@@ -53,15 +53,17 @@ class RunRecorder:
         path = self.root / "history.json"
         return json.loads(path.read_text())["rounds"] if path.is_file() else []
 
-    def write_history(self, result: Result, first_round: int, extra: dict | None = None) -> list[dict]:
-        """Merge this run's rounds (numbered from ``first_round + 1``) into the history."""
+    def write_history(self, result: Result, first_round: int, extra: dict | None = None,
+                      round_seconds: dict[int, float] | None = None) -> list[dict]:
+        """Merge this run's rounds (numbered from ``first_round + 1``) into the history;
+        ``round_seconds`` adds each round's wall time (from its previous round's end)."""
         rounds = {entry["round"]: entry for entry in self.history() if entry["round"] <= first_round}
-        for source, prefix in ((result.train_metrics_clientapp, ""),
-                               (result.evaluate_metrics_clientapp, "")):
+        for source in (result.train_metrics_clientapp, result.evaluate_metrics_clientapp):
             for r, metrics in source.items():
                 entry = rounds.setdefault(first_round + r, {"round": first_round + r})
-                entry.update({prefix + k: float(v) for k, v in metrics.items()
-                              if not isinstance(v, list)})
+                entry.update({k: float(v) for k, v in metrics.items() if not isinstance(v, list)})
+        for r, value in (round_seconds or {}).items():
+            rounds.setdefault(first_round + r, {"round": first_round + r})["round_seconds"] = value
         ordered = [rounds[r] for r in sorted(rounds)]
         atomic_write_bytes(self.root / "history.json",
                            json.dumps({"rounds": ordered, **(extra or {})}, indent=2).encode())

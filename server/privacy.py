@@ -12,7 +12,8 @@ __all__ = ["ALLOWED_METRICS", "reply_violations", "PrivacyGuard"]
 log = logging.getLogger(__name__)
 
 #: Scalar metrics a ClientApp may report.
-ALLOWED_METRICS = frozenset({"num-examples", "train_loss", "eval_loss", "eval_dice", "eval_iou"})
+ALLOWED_METRICS = frozenset({"num-examples", "train_loss", "eval_loss", "eval_dice", "eval_iou",
+                             "time_data_s", "time_train_s"})
 
 
 def reply_violations(msg: Message, expected: dict[str, tuple[int, ...]] | None) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
@@ -37,15 +38,20 @@ def main(grid: Grid, context: Context) -> None:
         proximal_mu=float(cfg["proximal-mu"]), dp_noise_multiplier=float(cfg["dp-noise"]),
         dp_clipping_norm=float(cfg["dp-clipping-norm"]))
 
+    ends: dict[int, float] = {}
+
     def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
+        ends[server_round] = time.perf_counter()  # round r ends when its aggregate is ready
         recorder.save_checkpoint(done + server_round, arrays)
 
     result = strategy.start(
         grid=grid, initial_arrays=ArrayRecord(state), num_rounds=total_rounds - done,
         train_config=ConfigRecord({"lr": float(cfg["lr"])}), evaluate_fn=checkpoint)
     guard = getattr(strategy, "strategy", strategy)  # the DP wrapper holds the guarded one
+    seconds = {r: ends[r] - ends[r - 1] for r in ends if r - 1 in ends}
     rounds = recorder.write_history(result, done, {"privacy_violations": guard.violations,
-                                                   "replies_screened": guard.screened})
+                                                   "replies_screened": guard.screened},
+                                    round_seconds=seconds)
     recorder.save_final(result.arrays)
     for entry in rounds:
         log.warning("round %d: train_loss %.4f  eval_dice %.4f  eval_iou %.4f", entry["round"],

@@ -108,7 +108,7 @@ def run_simulation(run_config: dict, *, num_supernodes: int, cpus_per_client: fl
     """
     with tempfile.TemporaryDirectory(prefix="flwr-home-", dir=workdir) as home:
         home = Path(home)
-        http_port, control_port = free_ports(2)
+        (http_port,) = free_ports(1)
         (home / "config.toml").write_text(
             '[superlink]\ndefault = "sim"\n\n[superlink.sim]\n'
             f'address = "127.0.0.1:{http_port}"\ninsecure = true\n')
@@ -121,7 +121,7 @@ def run_simulation(run_config: dict, *, num_supernodes: int, cpus_per_client: fl
             env["DEID_CACHE_DIR"] = str(Path(cache_dir).resolve())
         superlink = subprocess.Popen(
             [str(_BIN / "flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1",
-             "--port", str(http_port), "--control-api-address", f"127.0.0.1:{control_port}",
+             "--port", str(http_port),
              "--database", str(home / "state.db")],
             env=env, stdout=subprocess.DEVNULL, stderr=(home / "superlink.log").open("wb"),
             start_new_session=True)

@@ -69,7 +69,7 @@ class Federation:
         self.home.mkdir(parents=True)
         self.env = flwr_env(self.home)
         self.tls = make_certificates(root)
-        self.port, self.control_port = free_ports(2)
+        (self.port,) = free_ports(1)
         self.processes: list[subprocess.Popen] = []
         (self.home / "config.toml").write_text(
             '[superlink]\ndefault = "test"\n\n[superlink.test]\n'
@@ -85,7 +85,6 @@ class Federation:
     def start_superlink(self) -> None:
         link = self._start("superlink", [
             str(BIN / "flower-superlink"), "--host", "127.0.0.1", "--port", str(self.port),
-            "--control-api-address", f"127.0.0.1:{self.control_port}",
             "--ssl-ca-certfile", str(self.tls["ca"]), "--ssl-certfile", str(self.tls["cert"]),
             "--ssl-keyfile", str(self.tls["key"]), "--enable-supernode-auth",
             "--database", str(self.home / "state.db")])
