@@ -41,10 +41,14 @@ def free_ports(n: int) -> list[int]:
 
 
 def flwr_env(flwr_home: Path) -> dict[str, str]:
-    """Environment for every flwr process: private home, no runtime installs, own Ray dir."""
+    """Environment for every flwr process: our venv's tools, private home, no runtime
+    installs, own Ray dir."""
     ray_dir = Path(tempfile.gettempdir()) / f"ray-{os.getpid()}"  # Ray wants short paths
     ray_dir.mkdir(exist_ok=True)
-    return os.environ | {"FLWR_HOME": str(flwr_home), "RAY_TMPDIR": str(ray_dir),
+    # Flower starts helpers (flower-superexec, flwr-serverapp...) by name: they must be
+    # found next to this interpreter even when its virtual environment is not activated.
+    path = f"{_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    return os.environ | {"PATH": path, "FLWR_HOME": str(flwr_home), "RAY_TMPDIR": str(ray_dir),
                          "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
                          "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
 
