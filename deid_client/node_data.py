@@ -57,7 +57,15 @@ class DataConfig:
             raise ValueError("eval-fraction must be between 0 and 1")
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """Cache key: the settings and, for a folder, every file's name, size and mtime
+        (a site that adds or replaces photos must not train on a stale cache)."""
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        if self.data_dir:
+            root = Path(self.data_dir)
+            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                stat = path.stat()
+                digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()[:16]
 
 
 @dataclass

@@ -47,10 +47,9 @@ def main(grid: Grid, context: Context) -> None:
     result = strategy.start(
         grid=grid, initial_arrays=ArrayRecord(state), num_rounds=total_rounds - done,
         train_config=ConfigRecord({"lr": float(cfg["lr"])}), evaluate_fn=checkpoint)
-    guard = getattr(strategy, "strategy", strategy)  # the DP wrapper holds the guarded one
     seconds = {r: ends[r] - ends[r - 1] for r in ends if r - 1 in ends}
-    rounds = recorder.write_history(result, done, {"privacy_violations": guard.violations,
-                                                   "replies_screened": guard.screened},
+    rounds = recorder.write_history(result, done, {"privacy_violations": strategy.violations,
+                                                   "replies_screened": strategy.screened},
                                     round_seconds=seconds)
     recorder.save_final(result.arrays)
     for entry in rounds:

@@ -24,6 +24,10 @@ class GuardedFedProx(PrivacyGuard, FedProx):
     pass
 
 
+class GuardedDPFixedClipping(PrivacyGuard, DifferentialPrivacyServerSideFixedClipping):
+    """The guard must screen replies before DP clipping touches their arrays."""
+
+
 def make_strategy(
     name: str,
     *,
@@ -34,20 +38,21 @@ def make_strategy(
     dp_noise_multiplier: float = 0.0,
     dp_clipping_norm: float = 10.0,
 ) -> Strategy:
-    """A privacy-guarded strategy; ``dp_noise_multiplier > 0`` wraps it in server-side
-    fixed-clipping differential privacy (Flower's own wrapper)."""
+    """A strategy whose outermost layer is the privacy guard; ``dp_noise_multiplier > 0``
+    adds Flower's server-side fixed-clipping differential privacy around FedAvg/FedProx."""
     common = dict(fraction_train=fraction_train, min_train_nodes=min_nodes,
                   min_evaluate_nodes=min_nodes, min_available_nodes=min_nodes)
+    dp = dp_noise_multiplier > 0
     if name == "fedavg":
-        strategy = GuardedFedAvg(**common)
+        strategy = (FedAvg if dp else GuardedFedAvg)(**common)
     elif name == "fedprox":
-        strategy = GuardedFedProx(proximal_mu=proximal_mu, **common)
+        strategy = (FedProx if dp else GuardedFedProx)(proximal_mu=proximal_mu, **common)
     else:
         raise ValueError(f"strategy must be one of {STRATEGIES}, not {name!r}")
-    strategy.model_shapes = model_shapes
-    strategy.violations = []
-    if dp_noise_multiplier > 0:
-        return DifferentialPrivacyServerSideFixedClipping(
+    if dp:
+        strategy = GuardedDPFixedClipping(
             strategy, noise_multiplier=dp_noise_multiplier, clipping_norm=dp_clipping_norm,
             num_sampled_clients=min_nodes)
+    strategy.model_shapes = model_shapes
+    strategy.violations = []
     return strategy

@@ -9,6 +9,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedProx, Result
 
+from deid_client.images import write_image
 from deid_client.node_data import DataConfig, load_node_data, training_mask
 from deid_client.phantom import make_phantom
 from deid_client.segmentation import build_unet, evaluate, train_epochs
@@ -76,8 +77,15 @@ def test_guard_drops_bad_replies_before_aggregation(model_state):
 def test_strategy_choices(model_state):
     shapes = {k: tuple(v.shape) for k, v in model_state.items()}
     assert isinstance(make_strategy("fedprox", model_shapes=shapes, proximal_mu=0.1), FedProx)
-    dp = make_strategy("fedavg", model_shapes=shapes, dp_noise_multiplier=0.5)
+    dp = make_strategy("fedavg", model_shapes=shapes, dp_noise_multiplier=0.5, min_nodes=1)
     assert isinstance(dp, DifferentialPrivacyServerSideFixedClipping)
+    # With DP on, the guard is the outermost layer: a leaking reply (extra image array) is
+    # dropped before DP clipping ever handles its arrays.
+    image = torch.from_numpy(make_phantom(0, 64).image)
+    leak = reply(RecordDict({"arrays": ArrayRecord({**model_state, "photo": image}),
+                             "metrics": MetricRecord({"num-examples": 4})}))
+    assert dp.aggregate_train(1, [leak]) == (None, None)
+    assert dp.screened == 1 and "unexpected ['photo']" in dp.violations[0]
     with pytest.raises(ValueError, match="strategy"):
         make_strategy("fedsgd", model_shapes=shapes)
 
@@ -110,12 +118,19 @@ def test_mask_sources_differ_as_designed():
 
 
 def test_folder_data_for_a_real_site(tmp_path):
-    from deid_client.phantom import plan_cohort, write_cohort
+    from deid_client.phantom import plan_cohort, render_case, write_cohort
 
-    write_cohort(plan_cohort(6, 1, seed=3), tmp_path, size=80, progress=False)
-    site = tmp_path / "hospital_0"
-    data = load_node_data(DataConfig(data_dir=str(site), image_size=64, eval_fraction=0.34))
+    cases = plan_cohort(7, 1, seed=3)
+    write_cohort(cases[:6], tmp_path / "site", size=80, progress=False)
+    site = tmp_path / "site" / "hospital_0"
+    config = DataConfig(data_dir=str(site), image_size=64, eval_fraction=0.34)
+    data = load_node_data(config, tmp_path / "cache")
     assert data.train_images.shape == (4, 64, 64, 3) and data.eval_masks.shape == (2, 64, 64)
+    # New photos at the site: the cache must not hide them.
+    extra = render_case(cases[6], 80)
+    for folder, pixels in (("images", extra.image), ("healthy", extra.healthy), ("masks", extra.mask)):
+        write_image(site / folder / "case_99999.png", pixels)
+    assert load_node_data(config, tmp_path / "cache").train_images.shape[0] == 5
 
 
 def test_fedprox_term_pulls_towards_the_global_model():
