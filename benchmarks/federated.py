@@ -1,10 +1,11 @@
 """Per-round wall time of our federated app against a plain Flower PyTorch app.
 
 Both train the same U-Net on the same arrays and evaluate it on the same
-held-out arrays every round, on Flower's simulation engine, in this one run. Ours adds the node's data preparation (first round only, then
-cached), the privacy guard, checkpoints and history. Printed per round: total,
-data preparation, local training and everything else, and the ratio of our
-round time to the baseline's.
+held-out arrays every round, on Flower's simulation engine, in this one run.
+Ours adds the node's data preparation (first round only, then cached), the
+privacy guard, checkpoints and history. Printed per round: total, data
+preparation, local training and everything else, and the ratio of our round
+time to the baseline's.
 
     python benchmarks/federated.py [--rounds 3] [--clients 2] [--json]
 """
