@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-__all__ = ["Identity", "sample_identity", "SKIN_TYPES", "SEXES", "JEWELLERY"]
+__all__ = ["Identity", "sample_identity", "new_session", "SKIN_TYPES", "SEXES", "JEWELLERY"]
 
 #: Representative CIELAB (L*, a*, b*) of Fitzpatrick skin types I..VI.
 SKIN_TYPES: dict[int, tuple[float, float, float]] = {
@@ -107,11 +107,7 @@ def sample_identity(
     hair_colour = (rng.choice(["black", "dark_brown"]) if dark_hair
                    else rng.choice(["brown", "auburn", "blond", "grey", "dark_brown"]))
     styles = ["short", "short", "bald"] if male else ["long", "long", "bun", "short"]
-    n_jewels = rng.choice([0, 1, 2, 3], p=[0.35, 0.35, 0.2, 0.1]) if distractors else 0
-    jewellery = tuple(sorted(rng.choice(JEWELLERY, size=n_jewels, replace=False).tolist()))
-    # one earring kind at most
-    ear_items = [j for j in jewellery if j.startswith(("hoop", "stud"))]
-    jewellery = tuple(j for j in jewellery if j not in ear_items[1:])
+    jewellery = _jewellery(rng, distractors)
     return Identity(
         sex=sex,
         skin_type=skin_type,
@@ -137,15 +133,43 @@ def sample_identity(
         hair_colour=str(hair_colour),
         hairline=u(-0.72, -0.58) if male else u(-0.7, -0.6),
         beard=u(0.0, 0.5) if male else 0.0,
-        flush=u(2.0, 7.0) if distractors and u() < 0.6 else 0.0,
+        flush=_flush(rng, distractors),
         freckles=int(rng.integers(10, 60)) if skin_type <= 2 and u() < 0.4 else 0,
         moles=int(rng.integers(0, 4)),
         jewellery=jewellery,
-        light=u(-1, 1),
-        shadow=u(0.15, 0.35) if distractors else 0.08,
-        shine=u(0.06, 0.16) if distractors else 0.03,
-        background=tuple(float(c) for c in rng.uniform(0.25, 0.85) * np.array([1, 1, 1])
-                         + rng.uniform(-0.08, 0.08, 3)),
-        clothing=tuple(float(c) for c in rng.uniform(0.05, 0.8, 3)),
+        **_session(rng, distractors),
         texture_seed=int(rng.integers(2**31)),
     )
+
+
+def new_session(identity: Identity, rng: np.random.Generator, *, distractors: bool = True) -> Identity:
+    """The same person photographed another day: lighting, backdrop, clothes,
+    jewellery and flush are drawn anew; face, skin, features, hair, freckles
+    and moles (everything that identifies them) stay."""
+    return replace(identity, jewellery=_jewellery(rng, distractors), flush=_flush(rng, distractors),
+                   **_session(rng, distractors))
+
+
+# -- attributes of a photo session (one sampler each, shared by both functions above) --
+
+def _jewellery(rng: np.random.Generator, distractors: bool) -> tuple[str, ...]:
+    n_jewels = rng.choice([0, 1, 2, 3], p=[0.35, 0.35, 0.2, 0.1]) if distractors else 0
+    jewellery = tuple(sorted(rng.choice(JEWELLERY, size=n_jewels, replace=False).tolist()))
+    ear_items = [j for j in jewellery if j.startswith(("hoop", "stud"))]
+    return tuple(j for j in jewellery if j not in ear_items[1:])  # one earring kind at most
+
+
+def _flush(rng: np.random.Generator, distractors: bool) -> float:
+    return float(rng.uniform(2.0, 7.0)) if distractors and rng.uniform() < 0.6 else 0.0
+
+
+def _session(rng: np.random.Generator, distractors: bool) -> dict:
+    """Lighting, backdrop and clothes, drawn in this order."""
+    light = float(rng.uniform(-1, 1))
+    shadow = float(rng.uniform(0.15, 0.35)) if distractors else 0.08
+    shine = float(rng.uniform(0.06, 0.16)) if distractors else 0.03
+    background = tuple(float(c) for c in rng.uniform(0.25, 0.85) * np.array([1, 1, 1])
+                       + rng.uniform(-0.08, 0.08, 3))
+    clothing = tuple(float(c) for c in rng.uniform(0.05, 0.8, 3))
+    return {"light": light, "shadow": shadow, "shine": shine, "background": background,
+            "clothing": clothing}
