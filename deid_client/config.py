@@ -11,7 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .backends import EditSettings
 
-__all__ = ["ModelConfig", "CONFIG_DIR", "compose_edit", "edit_config"]
+__all__ = ["ModelConfig", "SurrogateConfig", "CONFIG_DIR", "compose_edit", "compose_surrogate",
+           "edit_config"]
 
 #: The repository's ``conf/`` folder (``$DEID_CONFIG_DIR`` overrides it).
 CONFIG_DIR = Path(os.environ.get("DEID_CONFIG_DIR", Path(__file__).resolve().parent.parent / "conf"))
@@ -36,6 +37,17 @@ class ModelConfig:
                             max_sequence_length=self.max_sequence_length)
 
 
+@dataclass(frozen=True)
+class SurrogateConfig:
+    """The firewall stage (``conf/surrogate.yaml``): model, identity edit, twin edit, mask."""
+
+    model: ModelConfig
+    identity: EditSettings
+    twin: EditSettings
+    theta: float
+    min_size: int = 0
+
+
 def edit_config(cfg: DictConfig) -> tuple[ModelConfig, EditSettings]:
     """Validate a composed config (``model`` + ``flowedit``) into typed settings.
 
@@ -51,6 +63,22 @@ def compose_edit(overrides: list[str] | None = None,
 
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
         return edit_config(compose("edit", overrides=list(overrides or [])))
+
+
+def compose_surrogate(overrides: list[str] | None = None,
+                      config_dir: str | os.PathLike = CONFIG_DIR) -> SurrogateConfig:
+    """Compose ``conf/surrogate.yaml`` with Hydra overrides (e.g. ``["identity.n_max=22"]``)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+        cfg = compose("surrogate", overrides=list(overrides or []))
+    extra = set(cfg) - {"model", "identity", "twin", "theta", "min_size"}
+    if extra:
+        raise ValueError(f"config 'surrogate': unknown keys {sorted(extra)}")
+    return SurrogateConfig(_typed(ModelConfig, cfg.model, "model"),
+                           _typed(EditSettings, cfg.identity, "identity"),
+                           _typed(EditSettings, cfg.twin, "twin"),
+                           theta=float(cfg.theta), min_size=int(cfg.min_size))
 
 
 def _typed(cls, node, name: str):

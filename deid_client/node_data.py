@@ -5,9 +5,15 @@ Training masks come from a pluggable *mask source*:
 * ``oracle``: the differential mask against the exact healthy twin (phantoms, or
   a ``healthy/`` folder), the stand-in for the FlowEdit firewall stage;
 * ``naive``: the original-only baseline (Otsu on a*);
-* ``truth``: the reference masks themselves (an upper bound).
+* ``truth``: the reference masks themselves (an upper bound);
+* ``surrogate``: the firewall stage itself (``deid_client.surrogates``, settings
+  from ``conf/surrogate.yaml``): every training photo is replaced by a FlowEdit
+  surrogate of another synthetic person, and its mask is the a* difference to
+  the surrogate's synthetic healthy twin. Nothing of the patient's face is
+  trained on.
 
-Evaluation always uses reference masks, on a held-out split.
+Evaluation always uses reference masks on the site's original photos, on a
+held-out split.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from .phantom import plan_cohort, render_case
 __all__ = ["MASK_SOURCES", "DataConfig", "NodeData", "load_node_data", "training_mask",
            "default_cache_dir"]
 
-MASK_SOURCES = ("oracle", "naive", "truth")
+MASK_SOURCES = ("oracle", "naive", "truth", "surrogate")
 
 
 @dataclass(frozen=True)
@@ -117,13 +123,39 @@ def _prepare(config: DataConfig) -> NodeData:
     train, held_out = samples[:-n_eval], samples[-n_eval:]
     if any(truth is None for _, _, truth in held_out):
         raise ValueError("the held-out split needs reference masks")
+    if config.mask_source == "surrogate":
+        train_images, train_masks = _surrogates([img for img, _, _ in train], config)
+    else:
+        train_images = np.stack([img for img, _, _ in train])
+        train_masks = np.stack([training_mask(img, twin, truth, config.mask_source, config.theta)
+                                for img, twin, truth in train])
     return NodeData(
-        train_images=np.stack([img for img, _, _ in train]),
-        train_masks=np.stack([training_mask(img, twin, truth, config.mask_source, config.theta)
-                              for img, twin, truth in train]),
+        train_images=train_images,
+        train_masks=train_masks,
         eval_images=np.stack([img for img, _, _ in held_out]),
         eval_masks=np.stack([truth for _, _, truth in held_out]),
     )
+
+
+def _surrogates(images: list[np.ndarray], config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Surrogate photos and their masks (the firewall stage, ``conf/surrogate.yaml``)."""
+    from tqdm.auto import tqdm
+
+    from .config import compose_surrogate
+    from .surrogates import make_surrogate, surrogate_targets
+
+    cfg = compose_surrogate()
+    backend = cfg.model.load()
+    rng = np.random.default_rng([config.seed, config.partition_id, 0x5A])
+    out_images, out_masks = [], []
+    for image in tqdm(images, desc="surrogates", unit="photo"):
+        target = surrogate_targets(None, 1, rng)[0]  # no caption of the patient is needed
+        settings = cfg.identity.with_overrides(target_prompt=target, seed=config.seed)
+        result = make_surrogate(backend, image, settings, cfg.twin, theta=config.theta,
+                                min_size=cfg.min_size)
+        out_images.append(result.image)
+        out_masks.append(result.mask)
+    return np.stack(out_images), np.stack(out_masks)
 
 
 def _phantom_samples(config: DataConfig) -> list:

@@ -13,30 +13,39 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .phantom import Identity, new_session, render_phantom, sample_identity, sample_lesion
+from .phantom import Identity, Phantom, new_session, render_phantom, sample_identity, sample_lesion
 
-__all__ = ["reid_cohort", "ReIdNet", "train_reid", "identify", "top1"]
+__all__ = ["photo_sessions", "reid_cohort", "ReIdNet", "train_reid", "identify", "top1"]
+
+
+def photo_sessions(
+    n_patients: int, photos_per_patient: int, *, size: int = 64, seed: int = 0
+) -> tuple[list[list[Phantom]], list[Identity]]:
+    """``photos_per_patient`` phantoms of each of ``n_patients`` people, one per photo
+    session (:func:`~deid_client.phantom.new_session`), each with a fresh random lesion."""
+    rng = np.random.default_rng([seed, 0x1D])
+    sessions, people = [], []
+    for _ in range(n_patients):
+        person = sample_identity(rng)
+        people.append(person)
+        sessions.append([render_phantom(new_session(person, rng), sample_lesion(rng), size)
+                         for _ in range(photos_per_patient)])
+    return sessions, people
 
 
 def reid_cohort(
     n_patients: int, photos_per_patient: int, *, size: int = 64, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, list[Identity]]:
-    """Photos (uint8 N x S x S x 3) of ``n_patients`` people, ``photos_per_patient``
-    sessions each with a fresh random lesion; labels 0..n_patients-1, grouped by patient.
+    """Photos (uint8 N x S x S x 3) of :func:`photo_sessions`; labels 0..n_patients-1,
+    grouped by patient.
 
     >>> images, labels, people = reid_cohort(2, 3, size=64)
     >>> images.shape, labels.tolist()
     ((6, 64, 64, 3), [0, 0, 0, 1, 1, 1])
     """
-    rng = np.random.default_rng([seed, 0x1D])
-    images, labels, people = [], [], []
-    for patient in range(n_patients):
-        person = sample_identity(rng)
-        people.append(person)
-        for _ in range(photos_per_patient):
-            images.append(render_phantom(new_session(person, rng), sample_lesion(rng), size).image)
-            labels.append(patient)
-    return np.stack(images), np.array(labels), people
+    sessions, people = photo_sessions(n_patients, photos_per_patient, size=size, seed=seed)
+    images = np.stack([p.image for patient in sessions for p in patient])
+    return images, np.repeat(np.arange(n_patients), photos_per_patient), people
 
 
 class ReIdNet(nn.Module):

@@ -1,11 +1,11 @@
 import pytest
 from omegaconf import OmegaConf
 
-from deid_client.backends import FluxBackend, SD3Backend
+from deid_client.backends import FluxBackend, PhantomBackend, SD3Backend
 from deid_client.config import compose_edit, edit_config
 
 MODELS = {"sd3_medium": SD3Backend, "sd35_medium": SD3Backend, "sd35_large": SD3Backend,
-          "flux_dev": FluxBackend}
+          "flux_dev": FluxBackend, "phantom": PhantomBackend}
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))

@@ -1,12 +1,14 @@
 """FlowEdit model backends and their loader.
 
-``load_backend("stabilityai/stable-diffusion-3.5-medium")`` or
-``load_backend("/models/flux1-dev")`` gives a backend whose ``edit`` runs
-FlowEdit; it never downloads unless ``allow_download=True``.
+``load_backend("stabilityai/stable-diffusion-3.5-medium")``,
+``load_backend("/models/flux1-dev")`` or ``load_backend("phantom")`` (the small
+model shipped in the package) gives a backend whose ``edit`` runs FlowEdit; it
+never downloads unless ``allow_download=True``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,12 +16,15 @@ import torch
 
 from .base import DiffusersBackend, EditSettings, working_size
 from .flux import FluxBackend
+from .phantom import PhantomBackend
 from .sd3 import SD3Backend
 
 __all__ = ["load_backend", "backend_for", "ModelNotFoundError", "DiffusersBackend", "EditSettings",
-           "SD3Backend", "FluxBackend", "working_size", "DTYPES"]
+           "SD3Backend", "FluxBackend", "PhantomBackend", "PHANTOM", "working_size", "DTYPES"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: The name that loads the phantom model shipped in the package.
+PHANTOM = "phantom"
 
 
 class ModelNotFoundError(ValueError):
@@ -35,20 +40,33 @@ def load_backend(
     allow_download: bool = False,
     max_sequence_length: int = 256,
 ) -> DiffusersBackend:
-    """Load a diffusers pipeline from a folder or the Hugging Face cache, offline by default."""
+    """Load a diffusers pipeline from a folder or the Hugging Face cache, offline by default.
+
+    ``"phantom"`` loads the phantom rectified-flow model shipped in the package.
+    """
     from diffusers import DiffusionPipeline
+
+    from ..phantom_flow import WEIGHTS_ENV, PhantomFlowPipeline, phantom_weights_dir
 
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     if isinstance(dtype, str) and dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
     name = str(model)
-    local = Path(name).expanduser()
+    local = phantom_weights_dir() if name == PHANTOM else Path(name).expanduser()
+    if name == PHANTOM and not list(local.glob("transformer/*.safetensors")):
+        raise ModelNotFoundError(
+            f"the phantom model's weights are missing from {local}; point ${WEIGHTS_ENV} to a "
+            f"copy, or train them with `python -m deid_client.phantom_flow.train --out {local}` "
+            f"(about an hour on 2 CPU cores)")
     if local.exists() and not (local / "model_index.json").is_file():
         raise ModelNotFoundError(f"{local}: not a diffusers pipeline folder (no model_index.json)")
     if not local.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
         raise ModelNotFoundError(f"{local}: no such model folder")
+    pipeline_class = DiffusionPipeline
+    if local.exists() and _pipeline_class_name(local) == PhantomFlowPipeline.__name__:
+        pipeline_class = PhantomFlowPipeline  # our own class: diffusers cannot look it up by name
     try:
-        pipe = DiffusionPipeline.from_pretrained(
+        pipe = pipeline_class.from_pretrained(
             local if local.exists() else name, local_files_only=not allow_download,
             torch_dtype=torch_dtype)
     except (OSError, ValueError) as exc:
@@ -67,11 +85,21 @@ def backend_for(pipe, **kwargs) -> DiffusersBackend:
     """Wrap an already loaded pipeline in the backend of its family."""
     from diffusers import FluxPipeline, StableDiffusion3Pipeline
 
+    from ..phantom_flow import PhantomFlowPipeline
+
     for pipeline_class, backend_class in ((StableDiffusion3Pipeline, SD3Backend),
-                                          (FluxPipeline, FluxBackend)):
+                                          (FluxPipeline, FluxBackend),
+                                          (PhantomFlowPipeline, PhantomBackend)):
         if isinstance(pipe, pipeline_class):
             return backend_class(pipe, **kwargs)
-    raise ValueError(f"{type(pipe).__name__} is not supported: use an SD3/SD3.5 or FLUX.1 pipeline")
+    raise ValueError(f"{type(pipe).__name__} is not supported: use an SD3/SD3.5, FLUX.1 or phantom pipeline")
+
+
+def _pipeline_class_name(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError):
+        return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,184 @@
+"""The phantom rectified-flow model: prompts, pipeline, training, the shipped weights as a backend."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deid_client.backends import ModelNotFoundError, PhantomBackend, load_backend
+from deid_client.cli import main
+from deid_client.config import compose_surrogate
+from deid_client.images import write_image
+from deid_client.masks import a_star, differential_mask
+from deid_client.metrics import iou
+from deid_client.phantom import SKIN_TYPES, make_phantom, render_phantom, sample_identity, sample_lesion
+from deid_client.phantom_flow import (
+    WEIGHTS_DIR,
+    WEIGHTS_ENV,
+    PhantomFlowPipeline,
+    describe,
+    prompt_for,
+)
+from deid_client.phantom_flow.train import render_training_set, train
+from deid_client.surrogates import healthy_prompt, make_surrogate, surrogate_targets, twin_settings
+
+
+@pytest.fixture(scope="module")
+def backend() -> PhantomBackend:
+    return load_backend("phantom")
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return compose_surrogate()
+
+
+def test_prompts_name_every_attribute_and_unknown_words_are_refused():
+    person = sample_identity(np.random.default_rng(3))
+    prompt = prompt_for(person)
+    assert prompt.endswith("with facial erythema")
+    assert ("woman" if person.sex == "female" else "man") in prompt
+    assert prompt_for(person, erythema=False).endswith("with clear, healthy skin")
+    pipe = PhantomFlowPipeline.build()
+    for skin in SKIN_TYPES:  # every prompt the phantom world can produce is tokenised fully
+        pipe.encode_prompt(describe(sex="male", skin_type=skin, hair_colour="auburn", erythema=False))
+    with pytest.raises(ValueError, match="does not know"):
+        pipe.encode_prompt("a photo of a cat, with facial erythema")
+
+
+def test_shipped_weights_are_small_safetensors():
+    files = list(WEIGHTS_DIR.rglob("*"))
+    weights = [f for f in files if f.suffix in (".safetensors", ".bin", ".pt", ".pth")]
+    assert weights and all(f.suffix == ".safetensors" for f in weights)
+    assert sum(f.stat().st_size for f in files if f.is_file()) <= 20 * 2**20
+    log = json.loads((WEIGHTS_DIR / "training_log.json").read_text())
+    assert log["loss"][-1]["loss"] < 0.5 * log["loss"][0]["loss"]  # it learned something
+
+
+def test_identical_prompts_return_the_image_exactly(backend):
+    image = make_phantom(1, 64).image
+    prompt = "a photo of a woman, with facial erythema"
+    assert np.array_equal(backend.edit(image, backend.settings(prompt, prompt)), image)
+
+
+def test_edit_is_seeded_and_sized(backend):
+    image = make_phantom(2, 64).image
+    settings = backend.settings("a photo of a person, with facial erythema",
+                                "a photo of a man with dark skin, with facial erythema")
+    first = backend.edit(image, settings)
+    assert first.shape == image.shape and not np.array_equal(first, image)
+    assert np.array_equal(first, backend.edit(image, settings))
+    assert not np.array_equal(first, backend.edit(image, settings.with_overrides(seed=1)))
+    bigger = np.asarray(torch.nn.functional.interpolate(
+        torch.from_numpy(image).permute(2, 0, 1)[None].float(), size=(96, 128)
+    )[0].permute(1, 2, 0).byte())
+    assert backend.edit(bigger, settings).shape == (96, 128, 3)  # worked at 48x64, returned at input size
+    with pytest.raises(ValueError, match="64 px at most"):
+        backend.edit(bigger, settings.with_overrides(max_side=128))
+
+
+def test_samples_follow_the_skin_type_in_the_prompt(backend):
+    generator = torch.Generator().manual_seed(0)
+    fair = backend.pipe(["a photo of a woman with very fair skin, with clear, healthy skin"] * 6,
+                        num_inference_steps=12, generator=generator)
+    dark = backend.pipe(["a photo of a woman with dark skin, with clear, healthy skin"] * 6,
+                        num_inference_steps=12, generator=generator)
+    centre = (slice(None), slice(24, 40), slice(24, 40))
+    lightness = [np.mean([cv_lightness(img[centre[1:]]) for img in images]) for images in (fair, dark)]
+    assert lightness[0] > lightness[1] + 20  # type I skin is L* ~76, type VI ~30
+
+
+def cv_lightness(pixels: np.ndarray) -> float:
+    import cv2
+
+    return float(cv2.cvtColor(pixels.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)[..., 0].mean())
+
+
+def test_twin_edit_removes_the_lesion_where_it_is(backend, cfg):
+    """On original phantoms the twin edit alone must find the ground-truth lesion."""
+    rng = np.random.default_rng(11)
+    scores, redness_drop = [], []
+    for _ in range(4):
+        person = sample_identity(rng)
+        phantom = render_phantom(person, sample_lesion(rng), 64)
+        prompt = prompt_for(person)
+        twin = backend.edit(phantom.image, twin_settings(
+            cfg.identity.with_overrides(target_prompt=prompt), cfg.twin))
+        scores.append(iou(differential_mask(phantom.image, twin, cfg.theta), phantom.mask))
+        drop = a_star(phantom.image) - a_star(twin)
+        redness_drop.append(drop[phantom.mask].mean() - drop[~phantom.mask].mean())
+    assert np.mean(scores) > 0.5, scores
+    assert min(redness_drop) > 3.0, redness_drop  # a* falls on the lesion, not elsewhere
+
+
+def test_surrogate_changes_the_person_keeps_the_lesion(backend, cfg):
+    rng = np.random.default_rng(5)
+    person = sample_identity(rng, skin_type=2)
+    phantom = render_phantom(person, sample_lesion(rng, "malar"), 64)
+    target = surrogate_targets(person, 1, rng)[0]
+    result = make_surrogate(backend, phantom.image, cfg.identity.with_overrides(
+        source_prompt=prompt_for(person), target_prompt=target), cfg.twin, theta=cfg.theta)
+    assert result.image.shape == result.healthy.shape == phantom.image.shape
+    assert result.mask.dtype == bool and iou(result.mask, phantom.mask) > 0.4
+    assert np.abs(result.image.astype(int) - phantom.image).mean() > 10  # a visibly new person
+
+
+def test_surrogate_prompts_and_twin_settings(cfg):
+    person = sample_identity(np.random.default_rng(0), skin_type=3)
+    targets = surrogate_targets(person, 6, np.random.default_rng(0))
+    assert len(set(targets)) == 6 and not any("medium skin" in t for t in targets)
+    settings = cfg.identity.with_overrides(target_prompt=targets[0], seed=7)
+    twin = twin_settings(settings, cfg.twin)
+    assert (twin.source_prompt, twin.target_prompt) == (targets[0], healthy_prompt(targets[0]))
+    assert (twin.n_max, twin.seed) == (cfg.twin.n_max, 7)
+    with pytest.raises(ValueError, match="twin prompt"):
+        healthy_prompt("a photo of a woman")
+
+
+def test_missing_weights_say_how_to_train_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "weights"))
+    with pytest.raises(ModelNotFoundError, match="phantom_flow.train"):
+        load_backend("phantom")
+    write_image(tmp_path / "in.png", make_phantom(0, 64).image)
+    assert main(["edit", str(tmp_path / "in.png"), "--model", "phantom", "-o", str(tmp_path / "o.png"),
+                 "--source-prompt", "a", "--target-prompt", "b"]) == 2
+    assert "phantom_flow.train" in capsys.readouterr().err
+
+
+def test_edit_cli_with_the_phantom_model(tmp_path, capsys):
+    write_image(tmp_path / "in.png", make_phantom(4, 64).image)
+    assert main(["edit", str(tmp_path / "in.png"), "--model", "phantom", "-o", str(tmp_path / "out.png"),
+                 "--source-prompt", "a photo of a person, with facial erythema",
+                 "--target-prompt", "a photo of a man with grey hair, with facial erythema"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["family"] == "phantom" and report["settings"]["n_max"] == PhantomBackend.defaults["n_max"]
+    assert (tmp_path / "out.png").is_file()
+
+
+def test_training_is_reproducible_and_moves_the_weights():
+    images, healthy, people = render_training_set(8, workers=1)
+    assert images.shape == healthy.shape == (8, 64, 64, 3)
+    runs = []
+    for _ in range(2):
+        pipe = PhantomFlowPipeline.build(seed=0)
+        before = pipe.transformer.proj_out.weight.detach().clone()
+        trained, log = train(pipe, images, healthy, people, steps=3, batch_size=4, log_every=1,
+                             progress=False)
+        runs.append(trained.transformer.proj_out.weight.detach())
+        assert len(log) == 3 and not torch.equal(runs[-1], before)
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path):
+    from deid_client.node_data import DataConfig, _phantom_samples, load_node_data
+
+    config = DataConfig(images_per_client=4, image_size=64, mask_source="surrogate", seed=3)
+    data = load_node_data(config, tmp_path)
+    originals = [img for img, _, _ in _phantom_samples(config)]
+    assert data.train_images.shape == (3, 64, 64, 3) and data.train_masks.dtype == bool
+    for surrogate, original in zip(data.train_images, originals, strict=False):
+        assert np.abs(surrogate.astype(int) - original).mean() > 10  # not the patient's photo
+    assert np.array_equal(data.eval_images[0], originals[-1])  # scored on the site's real photos
+    cached = load_node_data(config, tmp_path)  # second call: from the cache, identical
+    assert np.array_equal(cached.train_images, data.train_images)
