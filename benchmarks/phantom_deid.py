@@ -41,8 +41,8 @@ from deid_client.surrogates import make_surrogate, surrogate_targets, twin_setti
 
 BENCH_SEED = 2026  # patients for the figures
 SWEEP_SEED = 4242  # other patients for choosing settings, so the figures are not tuned on
-IDENTITY_GRID = ([{"identity.n_max": n} for n in (12, 16, 20, 24)]
-                 + [{"identity.n_max": 20, "identity.gamma_tgt": g} for g in (2.5, 6.0)])
+IDENTITY_GRID = ([{"identity.n_max": n} for n in (18, 22, 25, 28)]
+                 + [{"identity.n_max": 25, "identity.gamma_tgt": g} for g in (2.5, 7.0)])
 TWIN_GRID = ([{"twin.n_max": n} for n in (4, 6, 8, 12)]
              + [{"twin.n_max": 8, "twin.gamma_tgt": 7.0}, {"twin.n_max": 8, "twin.n_avg": 2}])
 
@@ -69,7 +69,7 @@ def patients(n_patients: int, train_sessions: int, seed: int) -> Patients:
     train_images = np.stack([p.image for s in sessions for p in s[:train_sessions]])
     labels = np.repeat(np.arange(n_patients), train_sessions)
     started = time.perf_counter()
-    reid = train_reid(train_images, labels, seed=seed)
+    reid = train_reid(train_images, labels, epochs=60, seed=seed)
     reid_seconds = time.perf_counter() - started
     held_out = np.stack([p.image for s in sessions for p in s[train_sessions:]])
     reid_original = float((identify(reid, held_out) == np.repeat(np.arange(n_patients), 2)).mean())
@@ -156,12 +156,14 @@ def _picture_row(source, twin, surrogates) -> list[np.ndarray]:
     return [np.repeat(np.repeat(t, 2, axis=0), 2, axis=1) for t in row]
 
 
-def sweep(n_patients: int, n_identities: int, train_sessions: int, out: Path | None) -> list[dict]:
+def sweep(n_patients: int, n_identities: int, train_sessions: int, out: Path | None,
+          grids: str = "both") -> list[dict]:
     """Identity-edit settings (privacy vs IoU), then twin-edit settings (IoU), on sweep patients."""
     cohort = patients(n_patients, train_sessions, SWEEP_SEED)
     _log(f"sweep patients: re-ID of held-out originals {cohort.reid_original:.2f}")
     rows = []
-    for grid in (IDENTITY_GRID, TWIN_GRID):
+    chosen = {"identity": [IDENTITY_GRID], "twin": [TWIN_GRID], "both": [IDENTITY_GRID, TWIN_GRID]}
+    for grid in chosen[grids]:
         for point in grid:
             overrides = [f"{k}={v}" for k, v in point.items()]
             _log(f"sweep: {' '.join(overrides)}")
@@ -188,13 +190,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=BENCH_SEED)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--sweep", action="store_true", help="run the settings sweep instead")
-    parser.add_argument("--sweep-patients", type=int, default=12)
+    parser.add_argument("--sweep-patients", type=int, default=10)
+    parser.add_argument("--grid", choices=("identity", "twin", "both"), default="both",
+                        help="which part of the sweep to run")
     parser.add_argument("--pictures", type=Path, help="write per-patient picture rows here")
     parser.add_argument("--out", type=Path, help="write the full result (and sweep.csv) here")
     parser.add_argument("overrides", nargs="*", help="conf/surrogate.yaml overrides, e.g. twin.n_max=6")
     args = parser.parse_args()
     if args.sweep:
-        rows = sweep(args.sweep_patients, 2, args.train_sessions, args.out)
+        rows = sweep(args.sweep_patients, 2, args.train_sessions, args.out, args.grid)
         print(json.dumps(rows, indent=1) if args.json else "\n".join(map(str, rows)))
         return
     cohort = patients(args.patients, args.train_sessions, args.seed)
