@@ -68,7 +68,7 @@ def load_backend(
     try:
         pipe = pipeline_class.from_pretrained(
             local if local.exists() else name, local_files_only=not allow_download,
-            torch_dtype=torch_dtype)
+            dtype=torch_dtype)
     except (OSError, ValueError) as exc:
         if local.exists():
             raise ModelNotFoundError(f"{local}: cannot load pipeline ({_first_line(exc)})") from None
