@@ -41,10 +41,18 @@ from deid_client.surrogates import make_surrogate, surrogate_targets, twin_setti
 
 BENCH_SEED = 2026  # patients for the figures
 SWEEP_SEED = 4242  # other patients for choosing settings, so the figures are not tuned on
-IDENTITY_GRID = ([{"identity.n_max": n} for n in (18, 22, 25, 28)]
-                 + [{"identity.n_max": 25, "identity.gamma_tgt": g} for g in (2.5, 7.0)])
-TWIN_GRID = ([{"twin.n_max": n} for n in (4, 6, 8, 12)]
-             + [{"twin.n_max": 8, "twin.gamma_tgt": 7.0}, {"twin.n_max": 8, "twin.n_avg": 2}])
+# Each grid varies one edit around the defaults of the other (conf/surrogate.yaml).
+# Equal guidance on both sides cancels the push that both prompts' condition phrase gets from
+# guidance (with gamma_tgt > gamma_src the whole face turns red); unequal is kept for comparison.
+IDENTITY_GRID = ([{"identity.n_max": n} for n in (18, 20, 22, 25, 28)]
+                 + [{"identity.n_max": n, "identity.gamma_src": g, "identity.gamma_tgt": g}
+                    for n in (22, 25, 28) for g in (2.5, 6.0)]
+                 + [{"identity.n_max": 25, "identity.gamma_src": 1.5, "identity.gamma_tgt": 7.0}])
+# The contrast term trains the unguided caption difference, so the twin edit is tried with
+# equal guidance on both sides; it was trained at t < 0.2, so with short windows.
+TWIN_GRID = ([{"twin.n_max": n} for n in (2, 3, 4, 6)]
+             + [{"twin.n_max": 3, "twin.gamma_src": g, "twin.gamma_tgt": g} for g in (1.5, 2.0)]
+             + [{"twin.n_max": 3, "twin.gamma_tgt": 4.0}, {"twin.n_max": 3, "twin.n_avg": 2}])
 
 
 def _log(message: str) -> None:

@@ -17,10 +17,10 @@ import numpy as np
 from .backends import DiffusersBackend, EditSettings
 from .masks import differential_mask
 from .phantom import SEXES, SKIN_TYPES, Identity, sample_identity
-from .phantom_flow.prompts import ERYTHEMA, HEALTHY, describe
+from .phantom_flow.prompts import describe, healthy_prompt
 from .seeds import image_key
 
-__all__ = ["Surrogate", "make_surrogate", "twin_settings", "healthy_prompt", "surrogate_targets"]
+__all__ = ["Surrogate", "make_surrogate", "twin_settings", "surrogate_targets"]
 
 
 @dataclass(frozen=True)
@@ -28,17 +28,6 @@ class Surrogate:
     image: np.ndarray  # uint8 RGB: a synthetic person with the patient's condition
     healthy: np.ndarray  # uint8 RGB: the same synthetic person without it
     mask: np.ndarray  # bool: where the surrogate is redder than its twin by more than theta
-
-
-def healthy_prompt(prompt: str) -> str:
-    """The prompt of the healthy twin: the condition phrase swapped for healthy skin.
-
-    >>> healthy_prompt("a photo of a man, with facial erythema")
-    'a photo of a man, with clear, healthy skin'
-    """
-    if ERYTHEMA not in prompt:
-        raise ValueError(f"prompt {prompt!r} does not say {ERYTHEMA!r}: give the twin prompt explicitly")
-    return prompt.replace(ERYTHEMA, HEALTHY)
 
 
 def twin_settings(identity_edit: EditSettings, twin_edit: EditSettings) -> EditSettings:

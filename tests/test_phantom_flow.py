@@ -10,7 +10,16 @@ from deid_client.backends import ModelNotFoundError, PhantomBackend, load_backen
 from deid_client.cli import main
 from deid_client.config import compose_surrogate
 from deid_client.images import write_image
-from deid_client.phantom import SKIN_TYPES, make_phantom, render_phantom, sample_identity, sample_lesion
+from deid_client.masks import differential_mask, erythema_map
+from deid_client.metrics import iou
+from deid_client.phantom import (
+    LESION_KINDS,
+    SKIN_TYPES,
+    make_phantom,
+    render_phantom,
+    sample_identity,
+    sample_lesion,
+)
 from deid_client.phantom_flow import (
     WEIGHTS_DIR,
     WEIGHTS_ENV,
@@ -18,8 +27,9 @@ from deid_client.phantom_flow import (
     describe,
     prompt_for,
 )
+from deid_client.phantom_flow.prompts import healthy_prompt
 from deid_client.phantom_flow.train import render_training_set, train
-from deid_client.surrogates import healthy_prompt, make_surrogate, surrogate_targets, twin_settings
+from deid_client.surrogates import make_surrogate, surrogate_targets, twin_settings
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +61,10 @@ def test_shipped_weights_are_small_safetensors():
     assert weights and all(f.suffix == ".safetensors" for f in weights)
     assert sum(f.stat().st_size for f in files if f.is_file()) <= 20 * 2**20
     log = json.loads((WEIGHTS_DIR / "training_log.json").read_text())
-    assert log["loss"][-1]["loss"] < 0.5 * log["loss"][0]["loss"]  # it learned something
+    stage1 = log["resumed_from"]  # the shipped weights are stage 2, fine-tuned from stage 1
+    assert stage1["loss"][-1]["loss"] < 0.5 * stage1["loss"][0]["loss"]  # it learned to draw phantoms
+    assert log["arguments"]["contrast"] > 0  # ... and then what the condition phrase changes
+    assert log["loss"][-1]["contrast"] < 0.8 * log["loss"][0]["contrast"]
 
 
 def test_identical_prompts_return_the_image_exactly(backend):
@@ -109,6 +122,23 @@ def test_identity_edit_changes_skin_towards_the_target(backend, cfg):
     assert shifts[1] < -10 and shifts[6] > 10, shifts
 
 
+def test_twin_edit_removes_the_lesion_and_little_else(backend, cfg):
+    """The shipped model learned what "with facial erythema" -> "with clear, healthy skin"
+    changes: the twin edit of a phantom photo takes the redness out of its lesion, and the
+    differential mask of the pair finds that lesion (ground truth: the phantom's own mask)."""
+    rng = np.random.default_rng(11)
+    ious, outside = [], []
+    for kind in LESION_KINDS:
+        phantom = render_phantom(sample_identity(rng), sample_lesion(rng, kind), 64)
+        prompt = prompt_for(phantom.identity)
+        twin = backend.edit(phantom.image, twin_settings(
+            cfg.identity.with_overrides(target_prompt=prompt), cfg.twin))
+        ious.append(iou(differential_mask(phantom.image, twin, cfg.theta), phantom.mask))
+        outside.append(np.abs(erythema_map(phantom.image, twin)[~phantom.mask]).mean())
+    assert np.mean(ious) > 0.5, ious
+    assert max(outside) < 0.5, outside  # a* units: the rest of the face keeps its colour
+
+
 def test_make_surrogate_gives_a_new_person_a_twin_and_a_mask(backend, cfg):
     rng = np.random.default_rng(5)
     person = sample_identity(rng, skin_type=2)
@@ -162,7 +192,8 @@ def test_training_is_reproducible_and_moves_the_weights():
         pipe = PhantomFlowPipeline.build(seed=0)
         before = pipe.transformer.proj_out.weight.detach().clone()
         trained, log = train(pipe, images, healthy, people, steps=3, batch_size=4, log_every=1,
-                             masks=masks, lesion_weight=20.0, progress=False)
+                             masks=masks, lesion_weight=20.0, paired=0.25, contrast=1.0,
+                             progress=False)
         runs.append(trained.transformer.proj_out.weight.detach())
         assert len(log) == 3 and not torch.equal(runs[-1], before)
     assert torch.equal(runs[0], runs[1])

@@ -24,9 +24,9 @@ class PhantomBackend(SD3Backend):
     """
 
     family = "phantom"
-    # Tuned with `benchmarks/phantom_deid.py --sweep` (the surrogate edit; see conf/flowedit).
-    defaults = {"steps": 28, "n_max": 25, "n_min": 0, "n_avg": 1,
-                "gamma_src": 1.5, "gamma_tgt": 7.0, "max_side": IMAGE_SIZE}
+    # The identity edit of conf/flowedit/phantom.yaml, tuned with `benchmarks/phantom_deid.py --sweep`.
+    defaults = {"steps": 28, "n_max": 28, "n_min": 0, "n_avg": 1,
+                "gamma_src": 4.0, "gamma_tgt": 4.0, "max_side": IMAGE_SIZE}
 
     def __init__(self, pipe, *, device=None, dtype=None, cpu_offload: bool = False,
                  max_sequence_length: int = 256):

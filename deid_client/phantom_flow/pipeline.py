@@ -30,6 +30,8 @@ _SPECIAL = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]  # [EOS] is not id 2: CLIP treat
 def to_model_space(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) or (H, W, 3) -> float (N, 3, H, W) in -1..1."""
     images = np.asarray(images)
+    if not images.flags.writeable:  # cached arrays are read-only; torch warns on sharing them
+        images = images.copy()
     if images.ndim == 3:
         images = images[None]
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0

@@ -13,7 +13,7 @@ import numpy as np
 from ..phantom import Identity
 
 __all__ = ["SEX_WORDS", "SKIN_WORDS", "HAIR_WORDS", "ERYTHEMA", "HEALTHY", "describe",
-           "prompt_for", "random_prompt_for", "vocabulary"]
+           "prompt_for", "random_prompt_for", "healthy_prompt", "vocabulary"]
 
 SEX_WORDS = {"female": "woman", "male": "man"}
 #: Fitzpatrick skin types I..VI in words.
@@ -51,6 +51,17 @@ def random_prompt_for(identity: Identity, erythema: bool, rng: np.random.Generat
     return describe(sex=identity.sex if keep[0] else None,
                     skin_type=identity.skin_type if keep[1] else None,
                     hair_colour=identity.hair_colour if keep[2] else None, erythema=erythema)
+
+
+def healthy_prompt(prompt: str) -> str:
+    """The prompt of the healthy twin: the condition phrase swapped for healthy skin.
+
+    >>> healthy_prompt("a photo of a man, with facial erythema")
+    'a photo of a man, with clear, healthy skin'
+    """
+    if ERYTHEMA not in prompt:
+        raise ValueError(f"prompt {prompt!r} does not say {ERYTHEMA!r}: give the twin prompt explicitly")
+    return prompt.replace(ERYTHEMA, HEALTHY)
 
 
 def vocabulary() -> list[str]:

@@ -1,14 +1,21 @@
-"""Train the phantom rectified-flow model on CPU, reproducibly.
+"""Train the phantom rectified-flow model on CPU, reproducibly, in two stages.
 
-    python -m deid_client.phantom_flow.train --out deid_client/phantom_flow/weights
+    # stage 1: learn to draw phantoms from prompts (71 min on 2 cores)
+    python -m deid_client.phantom_flow.train --out stage1
+    # stage 2: learn what "with facial erythema" vs "with clear, healthy skin" changes
+    python -m deid_client.phantom_flow.train --out deid_client/phantom_flow/weights \
+        --resume stage1 --steps 1200 --batch-size 16 --lr 5e-4 --contrast 300 --lesion-weight 3
 
 Renders ``--people`` random phantoms at 64 px (each with a random lesion and its
 exact healthy twin, captioned with "... with facial erythema" / "... with
 clear, healthy skin"), then trains with the rectified-flow loss: ``x_t = (1 - t) x0
 + t noise``, target velocity ``noise - x0``, t from a logit-normal (as SD3).
 Captions drop each attribute 20% of the time and the whole prompt 10% of the
-time (classifier-free guidance). The saved weights are an exponential moving
-average. ``training_log.json`` records the settings, loss curve and wall time.
+time (classifier-free guidance). Stage 1 alone does not learn the condition
+phrase (a lesion is ~1.5% of the pixels, under the noise); stage 2 adds the
+*contrast* term (see :func:`train`), exact paired supervision that only the
+phantom world can give. The saved weights are an exponential moving average;
+``training_log.json`` records the settings, loss curve and wall time of each stage.
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ from tqdm.auto import tqdm
 
 from ..phantom import render_phantom, sample_identity, sample_lesion
 from .pipeline import IMAGE_SIZE, PhantomFlowPipeline, to_model_space
-from .prompts import random_prompt_for
+from .prompts import healthy_prompt, random_prompt_for
 
 __all__ = ["render_training_set", "train", "main"]
 
 TRAINING_SEED = 0x7A1  # identities for training; benchmarks draw theirs from other seeds
+CONTRAST_MAX_T = 0.2  # noise levels of the contrast pairs: 0..0.2 (see train())
 
 
 def _render_chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
@@ -61,7 +69,8 @@ def render_training_set(n_people: int, *, seed: int = TRAINING_SEED, workers: in
 def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, people: list, *,
           steps: int, batch_size: int = 32, lr: float = 5e-4, ema_decay: float = 0.998,
           masks: np.ndarray | None = None, lesion_weight: float = 0.0, paired: float = 0.0,
-          seed: int = 0, log_every: int = 25, on_checkpoint=None, checkpoint_every: int = 0,
+          contrast: float = 0.0, contrast_max_t: float = CONTRAST_MAX_T, seed: int = 0,
+          device: str = "cpu", log_every: int = 25, on_checkpoint=None, checkpoint_every: int = 0,
           progress: bool = True) -> tuple[PhantomFlowPipeline, list[dict]]:
     """Train in place; returns a copy of the pipeline holding the EMA weights, and the loss log.
 
@@ -72,28 +81,38 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
     twin's velocity as the target (``noise - x_healthy`` from ``x_t`` of the lesion image):
     paired supervision of what the healthy prompt must change, which the phantom world
     can give and a 3.5M-parameter model trained for an hour on a CPU does not infer.
+    ``contrast`` > 0 also evaluates every captioned lesion image of the batch under its own
+    and its healthy caption (one ``x_t`` at a low noise level, t < ``contrast_max_t``) and adds
+    ``contrast`` times the error of what the caption swap changes in the predicted clean image,
+    ``x0_erythema - x0_healthy = t * (v_healthy - v_erythema)``, against its exact value
+    ``x_lesion - x_twin``. This is the quantity FlowEdit's last step adds to the source
+    (``X_src + x0_tgt - x0_src``), so it is what the twin edit needs; the noise both
+    predictions share cancels in the difference, where in the plain loss the lesion is a
+    1% signal under it.
     """
     rng = np.random.default_rng([seed, 0xF10])
     generator = torch.Generator().manual_seed(seed)
-    pixels = torch.cat([to_model_space(images), to_model_space(healthy)])
+    # Every random draw comes from the CPU generators, so a run is the same on any device.
+    pixels = torch.cat([to_model_space(images), to_model_space(healthy)]).to(device)
     n = len(images)
-    weights = torch.ones(n, 1, *images.shape[1:3])
+    weights = torch.ones(n, 1, *images.shape[1:3], device=device)
     if lesion_weight > 0:
         around = torch.nn.functional.max_pool2d(torch.from_numpy(masks).float()[:, None], 5, 1, 2)
-        weights = 1.0 + lesion_weight * around
+        weights = 1.0 + lesion_weight * around.to(device)
+    pipe.to(device)
     modules = torch.nn.ModuleList([pipe.transformer, pipe.text_encoder]).train()
     ema = copy.deepcopy(modules).eval().requires_grad_(False)
     optimiser = torch.optim.AdamW(modules.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * s / steps)))
-    log, running, started = [], [], time.perf_counter()
+    log, running, running_contrast, started = [], [], [], time.perf_counter()
     for step in tqdm(range(1, steps + 1), desc="training", disable=not progress):
         index = torch.randint(0, 2 * n, (batch_size,), generator=generator)
-        x0 = pixels[index]
-        flip = torch.rand(batch_size, generator=generator) < 0.5
+        x0 = pixels[index.to(device)]
+        flip = (torch.rand(batch_size, generator=generator) < 0.5).to(device)
         x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
-        w = weights[index % n]
+        w = weights[(index % n).to(device)]
         w = torch.where(flip[:, None, None, None], w.flip(3), w)
         pair = torch.zeros(batch_size, dtype=torch.bool)
         if paired > 0:  # (no draw otherwise: runs without pairing stay reproducible)
@@ -101,15 +120,35 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
         captions = ["" if rng.uniform() < 0.1 and not p else
                     random_prompt_for(people[int(i) % n], erythema=int(i) < n and not p, rng=rng)
                     for i, p in zip(index, pair, strict=True)]
-        t = torch.sigmoid(torch.randn(batch_size, generator=generator))
-        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.sigmoid(torch.randn(batch_size, generator=generator)).to(device)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
         x_t = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * noise
-        twin = pixels[(index + n) % (2 * n)]
+        twin = pixels[((index + n) % (2 * n)).to(device)]
         twin = torch.where(flip[:, None, None, None], twin.flip(3), twin)
-        x0 = torch.where(pair[:, None, None, None], twin, x0)  # the target, not the input
-        embeds, pooled = pipe.encode_prompt(captions)
-        error = (pipe.velocity(x_t, t, embeds, pooled) - (noise - x0)).pow(2)
+        lesion_x0 = x0
+        x0 = torch.where(pair.to(device)[:, None, None, None], twin, x0)  # the target, not the input
+        both = []  # lesion images also seen under both captions (the contrast term)
+        if contrast > 0:
+            both = [k for k, (i, p, c) in enumerate(zip(index, pair, captions, strict=True))
+                    if int(i) < n and not p and c]
+        # The contrast pairs get their own, low noise level: there the lesion is visible, so its
+        # removal is learnable exactly (and that is where the twin edit works).
+        t_both = (contrast_max_t * torch.rand(len(both), generator=generator)).to(device)
+        x_both = ((1 - t_both[:, None, None, None]) * lesion_x0[both]
+                  + t_both[:, None, None, None] * noise[both])
+        embeds, pooled = pipe.encode_prompt(
+            captions + [captions[k] for k in both] + [healthy_prompt(captions[k]) for k in both])
+        velocity = pipe.velocity(torch.cat([x_t, x_both, x_both]), torch.cat([t, t_both, t_both]),
+                                 embeds, pooled)
+        error = (velocity[:batch_size] - (noise - x0)).pow(2)
         loss = (error * w).mean() / w.mean()
+        if both:
+            erythema, healthy_v = velocity[batch_size:].chunk(2)
+            change = t_both[:, None, None, None] * (healthy_v - erythema)  # x0_erythema - x0_healthy
+            c_error = (change - (lesion_x0[both] - twin[both])).pow(2)
+            c_loss = (c_error * w[both]).mean() / w[both].mean()
+            running_contrast.append(c_loss.item())
+            loss = loss + contrast * c_loss
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
@@ -123,11 +162,14 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
         if step % log_every == 0 or step == steps:
             log.append({"step": step, "loss": float(np.mean(running)),
                         "seconds": round(time.perf_counter() - started, 1)})
-            running = []
+            if running_contrast:
+                log[-1]["contrast"] = float(np.mean(running_contrast))
+            running, running_contrast = [], []
         if on_checkpoint and checkpoint_every and step % checkpoint_every == 0 and step < steps:
             on_checkpoint(_with_weights(pipe, ema), step)
     modules.eval()
-    return _with_weights(pipe, ema), log
+    pipe.to("cpu")
+    return _with_weights(pipe, ema.to("cpu")), log
 
 
 def _with_weights(pipe: PhantomFlowPipeline, ema: torch.nn.ModuleList) -> PhantomFlowPipeline:
@@ -144,11 +186,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for a faster (not bit-identical) run")
     parser.add_argument("--resume", type=Path, help="start from this pipeline folder (fine-tuning)")
     parser.add_argument("--lesion-weight", type=float, default=0.0,
                         help="extra loss weight around lesions (see train())")
     parser.add_argument("--paired", type=float, default=0.0,
                         help="share of lesion images trained towards their twin (see train())")
+    parser.add_argument("--contrast", type=float, default=0.0,
+                        help="weight of the healthy-minus-erythema velocity term (see train())")
     parser.add_argument("--checkpoint-every", type=int, default=100,
                         help="also write the EMA weights to OUT/checkpoint every N steps")
     args = parser.parse_args(argv)
@@ -165,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
 
     trained, log = train(pipe, images, healthy, people, steps=args.steps, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed, masks=masks, lesion_weight=args.lesion_weight,
-                         paired=args.paired,
+                         paired=args.paired, contrast=args.contrast, device=args.device,
                          on_checkpoint=checkpoint,
                          checkpoint_every=args.checkpoint_every)
     trained.save_pretrained(args.out)
@@ -173,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     record = {"arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "torch": torch.__version__, "render_seconds": round(rendered, 1),
               "wall_seconds": round(total, 1), "loss": log}
+    if args.resume and (args.resume / "training_log.json").is_file():  # the whole recipe, stage by stage
+        record["resumed_from"] = json.loads((args.resume / "training_log.json").read_text())
     (args.out / "training_log.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out} in {total / 60:.1f} min (final loss {log[-1]['loss']:.4f})")
 
