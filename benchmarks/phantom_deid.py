@@ -48,7 +48,6 @@ IDENTITY_GRID = ([{"identity.n_max": n} for n in (18, 20, 22, 25, 28)]
                  + [{"identity.n_max": n, "identity.gamma_src": g, "identity.gamma_tgt": g}
                     for n in (22, 25, 28) for g in (2.5, 3.0, 6.0)]
                  + [{"identity.n_max": 25, "identity.gamma_src": 1.5, "identity.gamma_tgt": 7.0},
-                    {"identity.n_max": 28, "identity.gamma_src": 4.0, "identity.gamma_tgt": 4.0},
                     {"identity.n_max": 28, "identity.n_avg": 2}])
 # The contrast term trains the unguided caption difference, so the twin edit is tried with
 # equal guidance on both sides; it was trained at t < 0.2, so with short windows.

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..phantom import render_phantom, sample_identity, sample_lesion
 from .pipeline import IMAGE_SIZE, PhantomFlowPipeline, to_model_space
-from .prompts import healthy_prompt, random_prompt_for
+from .prompts import ERYTHEMA, healthy_prompt, random_prompt_for
 
 __all__ = ["render_training_set", "train", "main"]
 
@@ -109,9 +109,9 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
     log, running, running_contrast, started = [], [], [], time.perf_counter()
     for step in tqdm(range(1, steps + 1), desc="training", disable=not progress):
         index = torch.randint(0, 2 * n, (batch_size,), generator=generator)
-        x0 = pixels[index.to(device)]
+        image = pixels[index.to(device)]
         flip = (torch.rand(batch_size, generator=generator) < 0.5).to(device)
-        x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+        image = torch.where(flip[:, None, None, None], image.flip(3), image)
         w = weights[(index % n).to(device)]
         w = torch.where(flip[:, None, None, None], w.flip(3), w)
         pair = torch.zeros(batch_size, dtype=torch.bool)
@@ -121,31 +121,28 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
                     random_prompt_for(people[int(i) % n], erythema=int(i) < n and not p, rng=rng)
                     for i, p in zip(index, pair, strict=True)]
         t = torch.sigmoid(torch.randn(batch_size, generator=generator)).to(device)
-        noise = torch.randn(x0.shape, generator=generator).to(device)
-        x_t = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * noise
+        noise = torch.randn(image.shape, generator=generator).to(device)
+        x_t = (1 - t[:, None, None, None]) * image + t[:, None, None, None] * noise
         twin = pixels[((index + n) % (2 * n)).to(device)]
         twin = torch.where(flip[:, None, None, None], twin.flip(3), twin)
-        lesion_x0 = x0
-        x0 = torch.where(pair.to(device)[:, None, None, None], twin, x0)  # the target, not the input
-        both = []  # lesion images also seen under both captions (the contrast term)
-        if contrast > 0:
-            both = [k for k, (i, p, c) in enumerate(zip(index, pair, captions, strict=True))
-                    if int(i) < n and not p and c]
-        # The contrast pairs get their own, low noise level: there the lesion is visible, so its
-        # removal is learnable exactly (and that is where the twin edit works).
+        target = torch.where(pair.to(device)[:, None, None, None], twin, image)  # x0 of the velocity
+        # The contrast term: every lesion image captioned "... with facial erythema", seen again
+        # under that caption and its healthy one at its own, low noise level, where the lesion
+        # is visible, so its removal is learnable exactly (and that is where the twin edit works).
+        both = [k for k, c in enumerate(captions) if ERYTHEMA in c] if contrast > 0 else []
         t_both = (contrast_max_t * torch.rand(len(both), generator=generator)).to(device)
-        x_both = ((1 - t_both[:, None, None, None]) * lesion_x0[both]
+        x_both = ((1 - t_both[:, None, None, None]) * image[both]
                   + t_both[:, None, None, None] * noise[both])
         embeds, pooled = pipe.encode_prompt(
             captions + [captions[k] for k in both] + [healthy_prompt(captions[k]) for k in both])
         velocity = pipe.velocity(torch.cat([x_t, x_both, x_both]), torch.cat([t, t_both, t_both]),
                                  embeds, pooled)
-        error = (velocity[:batch_size] - (noise - x0)).pow(2)
+        error = (velocity[:batch_size] - (noise - target)).pow(2)
         loss = (error * w).mean() / w.mean()
         if both:
             erythema, healthy_v = velocity[batch_size:].chunk(2)
             change = t_both[:, None, None, None] * (healthy_v - erythema)  # x0_erythema - x0_healthy
-            c_error = (change - (lesion_x0[both] - twin[both])).pow(2)
+            c_error = (change - (image[both] - twin[both])).pow(2)
             c_loss = (c_error * w[both]).mean() / w[both].mean()
             running_contrast.append(c_loss.item())
             loss = loss + contrast * c_loss
