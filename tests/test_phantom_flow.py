@@ -60,11 +60,14 @@ def test_shipped_weights_are_small_safetensors():
     weights = [f for f in files if f.suffix in (".safetensors", ".bin", ".pt", ".pth")]
     assert weights and all(f.suffix == ".safetensors" for f in weights)
     assert sum(f.stat().st_size for f in files if f.is_file()) <= 20 * 2**20
-    log = json.loads((WEIGHTS_DIR / "training_log.json").read_text())
-    stage1 = log["resumed_from"]  # the shipped weights are stage 2, fine-tuned from stage 1
-    assert stage1["loss"][-1]["loss"] < 0.5 * stage1["loss"][0]["loss"]  # it learned to draw phantoms
-    assert log["arguments"]["contrast"] > 0  # ... and then what the condition phrase changes
-    assert log["loss"][-1]["contrast"] < 0.8 * log["loss"][0]["contrast"]
+    stages = [json.loads((WEIGHTS_DIR / "training_log.json").read_text())]
+    while "resumed_from" in stages[0]:  # each fine-tuning stage nests the log it started from
+        stages.insert(0, stages[0]["resumed_from"])
+    first, then = stages[0], stages[1:]
+    assert "resume" not in first["arguments"] or first["arguments"]["resume"] is None
+    assert first["loss"][-1]["loss"] < 0.5 * first["loss"][0]["loss"]  # it learned to draw phantoms
+    assert then and all(s["arguments"]["contrast"] > 0 for s in then)  # ... then the condition phrase
+    assert all(s["loss"][-1]["contrast"] < 0.8 * s["loss"][0]["contrast"] for s in then)
 
 
 def test_identical_prompts_return_the_image_exactly(backend):

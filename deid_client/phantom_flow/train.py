@@ -1,10 +1,15 @@
-"""Train the phantom rectified-flow model on CPU, reproducibly, in two stages.
+"""Train the phantom rectified-flow model, reproducibly (seeded), in three stages.
 
-    # stage 1: learn to draw phantoms from prompts (71 min on 2 cores)
+    # stage 1: learn to draw phantoms from prompts (71 min on 2 CPU cores)
     python -m deid_client.phantom_flow.train --out stage1
-    # stage 2: learn what "with facial erythema" vs "with clear, healthy skin" changes
-    python -m deid_client.phantom_flow.train --out deid_client/phantom_flow/weights \
+    # stage 2: learn what "with facial erythema" vs "with clear, healthy skin" changes (21 min)
+    python -m deid_client.phantom_flow.train --out stage2 \
         --resume stage1 --steps 1200 --batch-size 16 --lr 5e-4 --contrast 300 --lesion-weight 3
+    # stage 3: both losses, 8x the phantoms, 30x the images seen (6.4 min on one H100;
+    # with --device cpu --workers 2 the same run takes about 11 h on 2 CPU cores)
+    python -m deid_client.phantom_flow.train --out deid_client/phantom_flow/weights \
+        --resume stage2 --people 48000 --steps 2400 --batch-size 256 --lr 3e-4 \
+        --lesion-weight 3 --contrast 300 --device cuda --threads 8 --workers 16
 
 Renders ``--people`` random phantoms at 64 px (each with a random lesion and its
 exact healthy twin, captioned with "... with facial erythema" / "... with
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -39,6 +45,7 @@ __all__ = ["render_training_set", "train", "main"]
 
 TRAINING_SEED = 0x7A1  # identities for training; benchmarks draw theirs from other seeds
 CONTRAST_MAX_T = 0.2  # noise levels of the contrast pairs: 0..0.2 (see train())
+CARRY_MAX_T = 0.3  # noise levels of the carry pairs: below ~0.3 the model can see a lesion
 
 
 def _render_chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
@@ -69,7 +76,8 @@ def render_training_set(n_people: int, *, seed: int = TRAINING_SEED, workers: in
 def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, people: list, *,
           steps: int, batch_size: int = 32, lr: float = 5e-4, ema_decay: float = 0.998,
           masks: np.ndarray | None = None, lesion_weight: float = 0.0, paired: float = 0.0,
-          contrast: float = 0.0, contrast_max_t: float = CONTRAST_MAX_T, seed: int = 0,
+          contrast: float = 0.0, contrast_max_t: float = CONTRAST_MAX_T, carry: float = 0.0,
+          carry_max_t: float = CARRY_MAX_T, seed: int = 0,
           device: str = "cpu", log_every: int = 25, on_checkpoint=None, checkpoint_every: int = 0,
           progress: bool = True) -> tuple[PhantomFlowPipeline, list[dict]]:
     """Train in place; returns a copy of the pipeline holding the EMA weights, and the loss log.
@@ -89,6 +97,12 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
     (``X_src + x0_tgt - x0_src``), so it is what the twin edit needs; the noise both
     predictions share cancels in the difference, where in the plain loss the lesion is a
     1% signal under it.
+    ``carry`` > 0 adds the *carry* term: each of those lesion images and its twin, noised
+    with the same noise to t < ``carry_max_t``, under one erythema caption (half the time
+    another person's from the batch), and ``carry`` times the error of the difference of
+    their predicted clean images against the lesion itself. The identity edit keeps a
+    lesion only as far as the target side's prediction (another person's prompt) keeps it
+    as much as the source side's: the lesion must come from the image, not the prompt.
     """
     rng = np.random.default_rng([seed, 0xF10])
     generator = torch.Generator().manual_seed(seed)
@@ -106,7 +120,8 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * s / steps)))
-    log, running, running_contrast, started = [], [], [], time.perf_counter()
+    log, started = [], time.perf_counter()
+    running: dict[str, list[float]] = {"loss": [], "contrast": [], "carry": []}
     for step in tqdm(range(1, steps + 1), desc="training", disable=not progress):
         index = torch.randint(0, 2 * n, (batch_size,), generator=generator)
         image = pixels[index.to(device)]
@@ -129,23 +144,42 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
         # The contrast term: every lesion image captioned "... with facial erythema", seen again
         # under that caption and its healthy one at its own, low noise level, where the lesion
         # is visible, so its removal is learnable exactly (and that is where the twin edit works).
-        both = [k for k, c in enumerate(captions) if ERYTHEMA in c] if contrast > 0 else []
-        t_both = (contrast_max_t * torch.rand(len(both), generator=generator)).to(device)
-        x_both = ((1 - t_both[:, None, None, None]) * image[both]
-                  + t_both[:, None, None, None] * noise[both])
+        lesioned = [k for k, c in enumerate(captions) if ERYTHEMA in c]
+        both = lesioned if contrast > 0 else []
+        t_both = _column(contrast_max_t * torch.rand(len(both), generator=generator), device)
+        x_both = (1 - t_both) * image[both] + t_both * noise[both]
+        # The carry term: the same lesion images and their twins under one erythema caption.
+        kept = lesioned if carry > 0 and len(lesioned) > 1 else []
+        t_kept = _column(carry_max_t * torch.rand(len(kept), generator=generator), device)
+        swap = torch.rand(len(kept), generator=generator) < 0.5
+        carry_captions = [captions[kept[(j + 1) % len(kept)]] if swap[j] else captions[k]
+                          for j, k in enumerate(kept)]
+        x_kept = torch.cat([(1 - t_kept) * image[kept] + t_kept * noise[kept],
+                            (1 - t_kept) * twin[kept] + t_kept * noise[kept]])
         embeds, pooled = pipe.encode_prompt(
-            captions + [captions[k] for k in both] + [healthy_prompt(captions[k]) for k in both])
-        velocity = pipe.velocity(torch.cat([x_t, x_both, x_both]), torch.cat([t, t_both, t_both]),
-                                 embeds, pooled)
-        error = (velocity[:batch_size] - (noise - target)).pow(2)
-        loss = (error * w).mean() / w.mean()
+            captions + [captions[k] for k in both] + [healthy_prompt(captions[k]) for k in both]
+            + carry_captions * 2)
+        velocity = pipe.velocity(torch.cat([x_t, x_both, x_both, x_kept]),
+                                 torch.cat([t, t_both.flatten(), t_both.flatten(),
+                                            t_kept.flatten(), t_kept.flatten()]), embeds, pooled)
+        v_plain, v_both, v_kept = velocity.split([batch_size, 2 * len(both), 2 * len(kept)])
+        error = (v_plain - (noise - target)).pow(2)
+        loss = _weighted(error, w)
         if both:
-            erythema, healthy_v = velocity[batch_size:].chunk(2)
-            change = t_both[:, None, None, None] * (healthy_v - erythema)  # x0_erythema - x0_healthy
-            c_error = (change - (image[both] - twin[both])).pow(2)
-            c_loss = (c_error * w[both]).mean() / w[both].mean()
-            running_contrast.append(c_loss.item())
-            loss = loss + contrast * c_loss
+            erythema, healthy_v = v_both.chunk(2)
+            change = t_both * (healthy_v - erythema)  # x0_erythema - x0_healthy
+            term = _weighted((change - (image[both] - twin[both])).pow(2), w[both])
+            running["contrast"].append(term.item())
+            loss = loss + contrast * term
+        if kept:
+            v_lesion, v_twin = v_kept.chunk(2)
+            # x0_lesion - x0_twin = (1 - t) (lesion - twin) - t (v_lesion - v_twin)
+            lesion = image[kept] - twin[kept]
+            passed = (1 - t_kept) * lesion - t_kept * (v_lesion - v_twin)
+            term = _weighted((passed - lesion).pow(2), w[kept])
+            running["carry"].append(term.item())
+            loss = loss + carry * term
+        running["loss"].append(loss.item())  # the whole objective, as every stage logged it
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
@@ -155,13 +189,10 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
             decay = min(ema_decay, (1 + step) / (10 + step))  # short warm-up of the average
             for p_ema, p in zip(ema.parameters(), modules.parameters(), strict=True):
                 p_ema.lerp_(p, 1 - decay)
-        running.append(loss.item())
         if step % log_every == 0 or step == steps:
-            log.append({"step": step, "loss": float(np.mean(running)),
-                        "seconds": round(time.perf_counter() - started, 1)})
-            if running_contrast:
-                log[-1]["contrast"] = float(np.mean(running_contrast))
-            running, running_contrast = [], []
+            log.append({"step": step, "seconds": round(time.perf_counter() - started, 1)})
+            log[-1].update({k: float(np.mean(v)) for k, v in running.items() if v})
+            running = {k: [] for k in running}
         if on_checkpoint and checkpoint_every and step % checkpoint_every == 0 and step < steps:
             on_checkpoint(_with_weights(pipe, ema), step)
     modules.eval()
@@ -169,9 +200,23 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
     return _with_weights(pipe, ema.to("cpu")), log
 
 
+def _column(t: torch.Tensor, device: str) -> torch.Tensor:
+    return t.to(device)[:, None, None, None]
+
+
+def _weighted(error: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (error * weights).mean() / weights.mean()
+
+
 def _with_weights(pipe: PhantomFlowPipeline, ema: torch.nn.ModuleList) -> PhantomFlowPipeline:
     return PhantomFlowPipeline(copy.deepcopy(ema[0]), copy.deepcopy(ema[1]), pipe.tokenizer,
                                copy.deepcopy(pipe.scheduler))
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -183,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--workers", type=int, default=2, help="processes rendering the training set")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for a faster (not bit-identical) run")
     parser.add_argument("--resume", type=Path, help="start from this pipeline folder (fine-tuning)")
     parser.add_argument("--lesion-weight", type=float, default=0.0,
@@ -191,12 +237,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="share of lesion images trained towards their twin (see train())")
     parser.add_argument("--contrast", type=float, default=0.0,
                         help="weight of the healthy-minus-erythema velocity term (see train())")
+    parser.add_argument("--carry", type=float, default=0.0,
+                        help="weight of the lesion-passes-through term (see train())")
     parser.add_argument("--checkpoint-every", type=int, default=100,
                         help="also write the EMA weights to OUT/checkpoint every N steps")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    images, healthy, masks, people = render_training_set(args.people)
+    images, healthy, masks, people = render_training_set(args.people, workers=args.workers)
     rendered = time.perf_counter() - started
     pipe = (PhantomFlowPipeline.from_pretrained(args.resume) if args.resume
             else PhantomFlowPipeline.build(seed=args.seed))
@@ -207,13 +255,15 @@ def main(argv: list[str] | None = None) -> None:
 
     trained, log = train(pipe, images, healthy, people, steps=args.steps, batch_size=args.batch_size,
                          lr=args.lr, seed=args.seed, masks=masks, lesion_weight=args.lesion_weight,
-                         paired=args.paired, contrast=args.contrast, device=args.device,
+                         paired=args.paired, contrast=args.contrast, carry=args.carry,
+                         device=args.device,
                          on_checkpoint=checkpoint,
                          checkpoint_every=args.checkpoint_every)
     trained.save_pretrained(args.out)
     total = time.perf_counter() - started
     record = {"arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "torch": torch.__version__, "render_seconds": round(rendered, 1),
+              "torch": torch.__version__, "device_name": _device_name(args.device),
+              "render_seconds": round(rendered, 1),
               "wall_seconds": round(total, 1), "loss": log}
     if args.resume and (args.resume / "training_log.json").is_file():  # the whole recipe, stage by stage
         record["resumed_from"] = json.loads((args.resume / "training_log.json").read_text())
