@@ -1,4 +1,4 @@
-"""Train the phantom rectified-flow model, reproducibly (seeded), in three stages.
+"""Train the phantom rectified-flow model, reproducibly (seeded), in four stages.
 
     # stage 1: learn to draw phantoms from prompts (71 min on 2 CPU cores)
     python -m deid_client.phantom_flow.train --out stage1
@@ -7,9 +7,13 @@
         --resume stage1 --steps 1200 --batch-size 16 --lr 5e-4 --contrast 300 --lesion-weight 3
     # stage 3: both losses, 8x the phantoms, 30x the images seen (6.4 min on one H100;
     # with --device cpu --workers 2 the same run takes about 11 h on 2 CPU cores)
-    python -m deid_client.phantom_flow.train --out deid_client/phantom_flow/weights \
+    python -m deid_client.phantom_flow.train --out stage3 \
         --resume stage2 --people 48000 --steps 2400 --batch-size 256 --lr 3e-4 \
         --lesion-weight 3 --contrast 300 --device cuda --threads 8 --workers 16
+    # stage 4: the lesion passes through every caption, so FlowEdit carries it (16 min)
+    python -m deid_client.phantom_flow.train --out deid_client/phantom_flow/weights \
+        --resume stage3 --steps 700 --batch-size 16 --lr 2e-4 --lesion-weight 3 \
+        --contrast 300 --carry 300
 
 Renders ``--people`` random phantoms at 64 px (each with a random lesion and its
 exact healthy twin, captioned with "... with facial erythema" / "... with
@@ -19,7 +23,8 @@ Captions drop each attribute 20% of the time and the whole prompt 10% of the
 time (classifier-free guidance). Stage 1 alone does not learn the condition
 phrase (a lesion is ~1.5% of the pixels, under the noise); stage 2 adds the
 *contrast* term (see :func:`train`), exact paired supervision that only the
-phantom world can give. The saved weights are an exponential moving average;
+phantom world can give; stage 4 adds the *carry* term, without which the identity
+edit loses most of the lesion. The saved weights are an exponential moving average;
 ``training_log.json`` records the settings, loss curve and wall time of each stage.
 """
 
@@ -98,11 +103,12 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
     predictions share cancels in the difference, where in the plain loss the lesion is a
     1% signal under it.
     ``carry`` > 0 adds the *carry* term: each of those lesion images and its twin, noised
-    with the same noise to t < ``carry_max_t``, under one erythema caption (half the time
-    another person's from the batch), and ``carry`` times the error of the difference of
-    their predicted clean images against the lesion itself. The identity edit keeps a
-    lesion only as far as the target side's prediction (another person's prompt) keeps it
-    as much as the source side's: the lesion must come from the image, not the prompt.
+    with the same noise to t < ``carry_max_t``, under one caption (its own, none, or another
+    person's, the lesion then added to that person's twin), and ``carry`` times the error of
+    the difference of their predicted clean images against the lesion itself. FlowEdit
+    keeps a lesion only where the target side's guided prediction passes it through as
+    much as the source side's; passing it through unchanged under every caption, the
+    empty one included, makes both sides the same.
     """
     rng = np.random.default_rng([seed, 0xF10])
     generator = torch.Generator().manual_seed(seed)
@@ -148,14 +154,20 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
         both = lesioned if contrast > 0 else []
         t_both = _column(contrast_max_t * torch.rand(len(both), generator=generator), device)
         x_both = (1 - t_both) * image[both] + t_both * noise[both]
-        # The carry term: the same lesion images and their twins under one erythema caption.
+        # The carry term: lesion images and their twins under one caption: their own, none
+        # (the unconditional side of guidance), or another person's, the lesion then moved
+        # onto that person's twin (what the identity edit's target side is shown).
         kept = lesioned if carry > 0 and len(lesioned) > 1 else []
         t_kept = _column(carry_max_t * torch.rand(len(kept), generator=generator), device)
-        swap = torch.rand(len(kept), generator=generator) < 0.5
-        carry_captions = [captions[kept[(j + 1) % len(kept)]] if swap[j] else captions[k]
-                          for j, k in enumerate(kept)]
-        x_kept = torch.cat([(1 - t_kept) * image[kept] + t_kept * noise[kept],
-                            (1 - t_kept) * twin[kept] + t_kept * noise[kept]])
+        mode = torch.randint(0, 3, (len(kept),), generator=generator).tolist()  # own, none, other
+        other = [kept[(j + 1) % len(kept)] for j in range(len(kept))]
+        carry_captions = [captions[o] if m == 2 else "" if m == 1 else captions[k]
+                          for k, o, m in zip(kept, other, mode, strict=True)]
+        moved = torch.tensor([m == 2 for m in mode], dtype=torch.bool, device=device)[:, None, None, None]
+        base = torch.where(moved, twin[other], twin[kept])  # the healthy face the lesion is on
+        lesion = (base + image[kept] - twin[kept]).clamp(-1, 1) - base
+        x_kept = torch.cat([(1 - t_kept) * (base + lesion) + t_kept * noise[kept],
+                            (1 - t_kept) * base + t_kept * noise[kept]])
         embeds, pooled = pipe.encode_prompt(
             captions + [captions[k] for k in both] + [healthy_prompt(captions[k]) for k in both]
             + carry_captions * 2)
@@ -174,7 +186,6 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
         if kept:
             v_lesion, v_twin = v_kept.chunk(2)
             # x0_lesion - x0_twin = (1 - t) (lesion - twin) - t (v_lesion - v_twin)
-            lesion = image[kept] - twin[kept]
             passed = (1 - t_kept) * lesion - t_kept * (v_lesion - v_twin)
             term = _weighted((passed - lesion).pow(2), w[kept])
             running["carry"].append(term.item())
