@@ -141,9 +141,9 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
         captions = ["" if rng.uniform() < 0.1 and not p else
                     random_prompt_for(people[int(i) % n], erythema=int(i) < n and not p, rng=rng)
                     for i, p in zip(index, pair, strict=True)]
-        t = torch.sigmoid(torch.randn(batch_size, generator=generator)).to(device)
+        t = _column(torch.sigmoid(torch.randn(batch_size, generator=generator)), device)
         noise = torch.randn(image.shape, generator=generator).to(device)
-        x_t = (1 - t[:, None, None, None]) * image + t[:, None, None, None] * noise
+        x_t = _noised(image, noise, t)
         twin = pixels[((index + n) % (2 * n)).to(device)]
         twin = torch.where(flip[:, None, None, None], twin.flip(3), twin)
         target = torch.where(pair.to(device)[:, None, None, None], twin, image)  # x0 of the velocity
@@ -153,7 +153,7 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
         lesioned = [k for k, c in enumerate(captions) if ERYTHEMA in c]
         both = lesioned if contrast > 0 else []
         t_both = _column(contrast_max_t * torch.rand(len(both), generator=generator), device)
-        x_both = (1 - t_both) * image[both] + t_both * noise[both]
+        x_both = _noised(image[both], noise[both], t_both)
         # The carry term: lesion images and their twins under one caption: their own, none
         # (the unconditional side of guidance), or another person's, the lesion then moved
         # onto that person's twin (what the identity edit's target side is shown).
@@ -166,14 +166,14 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
         moved = torch.tensor([m == 2 for m in mode], dtype=torch.bool, device=device)[:, None, None, None]
         base = torch.where(moved, twin[other], twin[kept])  # the healthy face the lesion is on
         lesion = (base + image[kept] - twin[kept]).clamp(-1, 1) - base
-        x_kept = torch.cat([(1 - t_kept) * (base + lesion) + t_kept * noise[kept],
-                            (1 - t_kept) * base + t_kept * noise[kept]])
+        x_kept = torch.cat([_noised(base + lesion, noise[kept], t_kept),
+                            _noised(base, noise[kept], t_kept)])
         embeds, pooled = pipe.encode_prompt(
             captions + [captions[k] for k in both] + [healthy_prompt(captions[k]) for k in both]
             + carry_captions * 2)
         velocity = pipe.velocity(torch.cat([x_t, x_both, x_both, x_kept]),
-                                 torch.cat([t, t_both.flatten(), t_both.flatten(),
-                                            t_kept.flatten(), t_kept.flatten()]), embeds, pooled)
+                                 torch.cat([t, t_both, t_both, t_kept, t_kept]).flatten(),
+                                 embeds, pooled)
         v_plain, v_both, v_kept = velocity.split([batch_size, 2 * len(both), 2 * len(kept)])
         error = (v_plain - (noise - target)).pow(2)
         loss = _weighted(error, w)
@@ -212,7 +212,13 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
 
 
 def _column(t: torch.Tensor, device: str) -> torch.Tensor:
+    """Noise levels (N,) as an (N, 1, 1, 1) column on ``device``, to broadcast over images."""
     return t.to(device)[:, None, None, None]
+
+
+def _noised(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The rectified-flow point ``x_t = (1 - t) x0 + t noise`` (``t`` a column)."""
+    return (1 - t) * x0 + t * noise
 
 
 def _weighted(error: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
