@@ -11,10 +11,12 @@ their other sessions. One held-out photo per patient is the source: each of
 ``--identities`` target prompts (another skin type, alternating sex class)
 gives one surrogate and its healthy twin (``deid_client.surrogates``), with
 the settings in ``conf/surrogate.yaml``. ``reid_surrogate`` is the share of
-surrogates the CNN still attributes to their patient (chance: 1 / patients);
-the lesion IoU compares each surrogate's mask with the source's ground-truth
-mask. ``lesion_iou_twin_only`` runs the twin edit on the original photo
-itself: the mask error that is not due to the identity change.
+surrogates the CNN still attributes to their patient (chance: 1 / patients),
+``reid_twin`` the same for their healthy twins (released with them); the lesion
+IoU compares each surrogate's mask with the source's ground-truth mask.
+``lesion_iou_twin_only`` runs the twin edit on the original photo
+itself: the mask error that is not due to the identity change (with
+``twin_from=patient``, the default, this is the heal the twins are made from).
 The baseline, timed in the same run, is the twin edit alone.
 """
 
@@ -37,7 +39,7 @@ from deid_client.masks import calibrate_threshold, differential_mask, erythema_m
 from deid_client.metrics import iou
 from deid_client.phantom_flow.prompts import prompt_for
 from deid_client.reid import identify, photo_sessions, train_reid
-from deid_client.surrogates import make_surrogate, surrogate_targets, twin_settings
+from deid_client.surrogates import heal_settings, make_surrogate, surrogate_targets
 
 BENCH_SEED = 2026  # patients for the figures
 SWEEP_SEED = 4242  # other patients for choosing settings, so the figures are not tuned on
@@ -51,7 +53,7 @@ IDENTITY_GRID = ([{"identity.n_max": n} for n in (18, 20, 22, 25, 28)]
                     {"identity.n_max": 28, "identity.n_avg": 2}])
 # The contrast term trains the unguided caption difference, so the twin edit is tried with
 # equal guidance on both sides; it was trained at t < 0.2, so with short windows.
-TWIN_GRID = ([{"twin.n_max": n} for n in (2, 3, 4, 6)]
+TWIN_GRID = ([{"twin_from": "surrogate"}] + [{"twin.n_max": n} for n in (2, 3, 4, 6)]
              + [{"twin.n_max": 3, "twin.gamma_src": g, "twin.gamma_tgt": g} for g in (1.5, 2.0)]
              + [{"twin.n_max": 3, "twin.gamma_tgt": 4.0}, {"twin.n_max": 3, "twin.n_avg": 2}])
 
@@ -94,7 +96,7 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
                                               cohort.reid)
     n_patients, seed = len(people), cohort.seed
     rng = np.random.default_rng([seed, 0xDE1D])
-    ious, attributed, rows = [], [], []
+    ious, attributed, twins_attributed, rows = [], [], [], []
     twin_only, edit_seconds, twin_seconds, tiles = [], 0.0, 0.0, []
     diffs, truths = [], []  # for the threshold these surrogates would have wanted
     for patient, (person, photos) in enumerate(zip(people, sessions, strict=True)):
@@ -102,8 +104,8 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
         source_prompt = prompt_for(person)
         targets = surrogate_targets(person, n_identities, rng)
         started = time.perf_counter()
-        twin = backend.edit(source.image, twin_settings(cfg.identity.with_overrides(
-            target_prompt=source_prompt), cfg.twin))
+        twin = backend.edit(source.image, heal_settings(cfg.identity.with_overrides(
+            source_prompt=source_prompt), cfg.twin))
         twin_seconds += time.perf_counter() - started
         twin_only.append(iou(differential_mask(source.image, twin, cfg.theta, min_size=cfg.min_size),
                              source.mask))
@@ -112,7 +114,7 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
             settings = cfg.identity.with_overrides(source_prompt=source_prompt, target_prompt=target)
             started = time.perf_counter()
             result = make_surrogate(backend, source.image, settings, cfg.twin, theta=cfg.theta,
-                                    min_size=cfg.min_size)
+                                    min_size=cfg.min_size, twin_from=cfg.twin_from)
             edit_seconds += time.perf_counter() - started
             ious.append(iou(result.mask, source.mask))
             diffs.append(erythema_map(result.image, result.healthy))
@@ -120,6 +122,7 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
             surrogates.append(result)
             rows.append((patient, slot, target, ious[-1]))
         attributed.extend(identify(reid, np.stack([r.image for r in surrogates])) == patient)
+        twins_attributed.extend(identify(reid, np.stack([r.healthy for r in surrogates])) == patient)
         if pictures is not None and patient < 8:
             tiles += _picture_row(source, twin, surrogates)
         _log(f"  patient {patient + 1}/{n_patients}: IoU "
@@ -133,6 +136,7 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
     return {
         "reid_original": cohort.reid_original,
         "reid_surrogate": float(np.mean(attributed)),
+        "reid_twin": float(np.mean(twins_attributed)),  # the twins are released too
         "reid_chance": 1.0 / n_patients,
         "lesion_iou_mean": float(np.mean(ious)),
         "lesion_iou_std": float(np.std(ious)),
@@ -146,6 +150,7 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
         "seconds_twin_edit_baseline": twin_seconds / n_patients,
         "reid_training_seconds": round(cohort.reid_seconds, 1),
         "theta": cfg.theta,
+        "twin_from": cfg.twin_from,
         "theta_star": theta_star,  # calibrated on these same surrogates: for the sweep only
         "lesion_iou_at_theta_star": iou_at_theta_star,
         "identity_edit": {k: v for k, v in vars(cfg.identity).items() if "prompt" not in k},
@@ -178,7 +183,7 @@ def sweep(n_patients: int, n_identities: int, train_sessions: int, out: Path | N
             _log(f"sweep: {' '.join(overrides)}")
             result = evaluate(overrides, cohort, n_identities)
             rows.append({**point, **{k: round(result[k], 4) for k in (
-                "reid_surrogate", "lesion_iou_mean", "lesion_iou_std", "lesion_iou_twin_only",
+                "reid_surrogate", "reid_twin", "lesion_iou_mean", "lesion_iou_std", "lesion_iou_twin_only",
                 "theta_star", "lesion_iou_at_theta_star", "seconds_per_image")}})
             _log(f"  -> {rows[-1]}")
     if out is not None:

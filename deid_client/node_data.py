@@ -152,7 +152,7 @@ def _surrogates(images: list[np.ndarray], config: DataConfig) -> tuple[np.ndarra
         target = surrogate_targets(None, 1, rng)[0]  # no caption of the patient is needed
         settings = cfg.identity.with_overrides(target_prompt=target, seed=config.seed)
         result = make_surrogate(backend, image, settings, cfg.twin, theta=config.theta,
-                                min_size=cfg.min_size)
+                                min_size=cfg.min_size, twin_from=cfg.twin_from)
         out_images.append(result.image)
         out_masks.append(result.mask)
     return np.stack(out_images), np.stack(out_masks)

@@ -1,16 +1,27 @@
 """The firewall stage: patient photo -> synthetic surrogate, its healthy twin, their mask.
 
-Two FlowEdit edits with one backend: the *identity* edit turns the patient
-into a different person with the same condition (source prompt -> target
-prompt), the *twin* edit removes the condition from that surrogate (target
-prompt -> its healthy version). The erythema mask is the CIELAB a*
-difference of the two (``masks.differential_mask``). Only the surrogate, the
-twin and the mask ever leave this stage.
+The *identity* edit (FlowEdit, source prompt -> target prompt) turns the
+patient into a different person with the same condition. Its healthy twin is the
+same synthetic person without the condition, made one of two ways (``twin_from``):
+
+- ``"surrogate"`` (the paper's order): the *twin* edit removes the condition from
+  the surrogate (target prompt -> its healthy version);
+- ``"patient"``: the twin edit heals the patient's own photo (source prompt -> its
+  healthy version), and the identity edit runs again on the healed photo with the
+  surrogate's prompts and noise. The two identity edits then differ only by what
+  the heal removed, so the twin is the same person, changed where the heal changed
+  the photo. The twin edit works on a real photo rather than on a generated one,
+  which it does better (README, Measured).
+
+The erythema mask is the CIELAB a* difference of surrogate and twin
+(``masks.differential_mask``). Only the surrogate, the twin and the mask ever
+leave this stage; the healed patient photo stays inside it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -20,7 +31,11 @@ from .phantom import SEXES, SKIN_TYPES, Identity, sample_identity
 from .phantom_flow.prompts import describe, healthy_prompt
 from .seeds import image_key
 
-__all__ = ["Surrogate", "make_surrogate", "twin_settings", "surrogate_targets"]
+__all__ = ["Surrogate", "TwinFrom", "TWIN_FROM", "make_surrogate", "twin_settings", "heal_settings",
+           "surrogate_targets"]
+
+TwinFrom = Literal["patient", "surrogate"]
+TWIN_FROM: tuple[str, ...] = get_args(TwinFrom)
 
 
 @dataclass(frozen=True)
@@ -33,9 +48,18 @@ class Surrogate:
 def twin_settings(identity_edit: EditSettings, twin_edit: EditSettings) -> EditSettings:
     """The twin edit for a surrogate made with ``identity_edit``: from its target prompt
     to the healthy version of that prompt, with ``twin_edit``'s schedule and guidance."""
-    target = identity_edit.target_prompt
-    return twin_edit.with_overrides(source_prompt=target, target_prompt=healthy_prompt(target),
-                                    seed=identity_edit.seed)
+    return _healing(identity_edit.target_prompt, twin_edit, identity_edit.seed)
+
+
+def heal_settings(identity_edit: EditSettings, twin_edit: EditSettings) -> EditSettings:
+    """The twin edit for the patient's own photo: from ``identity_edit``'s source prompt
+    to the healthy version of that prompt, with ``twin_edit``'s schedule and guidance."""
+    return _healing(identity_edit.source_prompt, twin_edit, identity_edit.seed)
+
+
+def _healing(prompt: str, twin_edit: EditSettings, seed: int) -> EditSettings:
+    return twin_edit.with_overrides(source_prompt=prompt, target_prompt=healthy_prompt(prompt),
+                                    seed=seed)
 
 
 def make_surrogate(
@@ -46,13 +70,25 @@ def make_surrogate(
     *,
     theta: float,
     min_size: int = 0,
+    twin_from: TwinFrom = "patient",
     key: str | None = None,
 ) -> Surrogate:
-    """Surrogate, healthy twin and mask of one photo (``twin_edit``'s prompts are derived
-    from ``identity_edit``'s target prompt, see :func:`twin_settings`)."""
+    """Surrogate, healthy twin and mask of one photo.
+
+    ``twin_from`` says what the twin edit heals (see the module docstring): the patient's
+    photo, before the identity edit is repeated on it (:func:`heal_settings`), or the
+    surrogate (:func:`twin_settings`). Either way the twin edit's prompts come from
+    ``identity_edit``'s, and all noise from ``identity_edit.seed`` and ``key``.
+    """
+    if twin_from not in TWIN_FROM:
+        raise ValueError(f"twin_from must be one of {TWIN_FROM}, not {twin_from!r}")
     key = key or image_key(image)
     surrogate = backend.edit(image, identity_edit, key=key)
-    healthy = backend.edit(surrogate, twin_settings(identity_edit, twin_edit), key=f"{key}:twin")
+    if twin_from == "surrogate":
+        healthy = backend.edit(surrogate, twin_settings(identity_edit, twin_edit), key=f"{key}:twin")
+    else:  # the same identity edit, same noise, on the healed photo: the same synthetic person
+        healed = backend.edit(image, heal_settings(identity_edit, twin_edit), key=f"{key}:twin")
+        healthy = backend.edit(healed, identity_edit, key=key)
     return Surrogate(surrogate, healthy, differential_mask(surrogate, healthy, theta, min_size=min_size))
 
 
