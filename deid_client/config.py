@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .backends import EditSettings
-from .surrogates import TWIN_FROM
+from .surrogates import TwinFrom, check_twin_from
 
 __all__ = ["ModelConfig", "SurrogateConfig", "CONFIG_DIR", "compose_edit", "compose_surrogate",
            "edit_config"]
@@ -47,7 +47,7 @@ class SurrogateConfig:
     twin: EditSettings
     theta: float
     min_size: int = 0
-    twin_from: str = "patient"  # what the twin edit heals: "patient" or "surrogate"
+    twin_from: TwinFrom = "patient"  # what the twin edit heals: "patient" or "surrogate"
 
 
 def edit_config(cfg: DictConfig) -> tuple[ModelConfig, EditSettings]:
@@ -77,14 +77,11 @@ def compose_surrogate(overrides: list[str] | None = None,
     extra = set(cfg) - {"model", "identity", "twin", "theta", "min_size", "twin_from"}
     if extra:
         raise ValueError(f"config 'surrogate': unknown keys {sorted(extra)}")
-    if cfg.twin_from not in TWIN_FROM:
-        raise ValueError(f"config 'surrogate': twin_from must be one of {TWIN_FROM}, "
-                         f"not {cfg.twin_from!r}")
     return SurrogateConfig(_typed(ModelConfig, cfg.model, "model"),
                            _typed(EditSettings, cfg.identity, "identity"),
                            _typed(EditSettings, cfg.twin, "twin"),
                            theta=float(cfg.theta), min_size=int(cfg.min_size),
-                           twin_from=str(cfg.twin_from))
+                           twin_from=check_twin_from(str(cfg.twin_from)))
 
 
 def _typed(cls, node, name: str):

@@ -31,11 +31,18 @@ from .phantom import SEXES, SKIN_TYPES, Identity, sample_identity
 from .phantom_flow.prompts import describe, healthy_prompt
 from .seeds import image_key
 
-__all__ = ["Surrogate", "TwinFrom", "TWIN_FROM", "make_surrogate", "twin_settings", "heal_settings",
-           "surrogate_targets"]
+__all__ = ["Surrogate", "TwinFrom", "TWIN_FROM", "check_twin_from", "make_surrogate", "twin_settings",
+           "heal_settings", "surrogate_targets"]
 
 TwinFrom = Literal["patient", "surrogate"]
 TWIN_FROM: tuple[str, ...] = get_args(TwinFrom)
+
+
+def check_twin_from(value: str) -> TwinFrom:
+    """``value`` if it names a twin route (:data:`TWIN_FROM`), else a clear ``ValueError``."""
+    if value not in TWIN_FROM:
+        raise ValueError(f"twin_from must be one of {TWIN_FROM}, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -80,8 +87,7 @@ def make_surrogate(
     surrogate (:func:`twin_settings`). Either way the twin edit's prompts come from
     ``identity_edit``'s, and all noise from ``identity_edit.seed`` and ``key``.
     """
-    if twin_from not in TWIN_FROM:
-        raise ValueError(f"twin_from must be one of {TWIN_FROM}, not {twin_from!r}")
+    check_twin_from(twin_from)
     key = key or image_key(image)
     surrogate = backend.edit(image, identity_edit, key=key)
     if twin_from == "surrogate":
