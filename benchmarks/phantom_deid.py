@@ -8,9 +8,9 @@ Held-out patients (never seen by the phantom model) are photographed in
 several sessions. A re-identification CNN learns to name them from
 ``--train-sessions`` sessions each; ``reid_original`` is its top-1 rate on
 their other sessions. One held-out photo per patient is the source: each of
-``--identities`` target prompts (another skin type, alternating sex class)
-gives one surrogate and its healthy twin (``deid_client.surrogates``), with
-the settings in ``conf/surrogate.yaml``. ``reid_surrogate`` is the share of
+``--identities`` target prompts (alternating sex class, ``min_change`` or more steps
+from the patient) gives one surrogate and its healthy twin (``deid_client.surrogates``),
+with the settings in ``conf/surrogate.yaml``. ``reid_surrogate`` is the share of
 surrogates the CNN still attributes to their patient (chance: 1 / patients),
 ``reid_twin`` the same for their healthy twins (released with them); the lesion
 IoU compares each surrogate's mask with the source's ground-truth mask.
@@ -50,7 +50,10 @@ IDENTITY_GRID = ([{"identity.n_max": n} for n in (18, 20, 22, 25, 28)]
                  + [{"identity.n_max": n, "identity.gamma_src": g, "identity.gamma_tgt": g}
                     for n in (22, 25, 28) for g in (2.5, 3.0, 6.0)]
                  + [{"identity.n_max": 25, "identity.gamma_src": 1.5, "identity.gamma_tgt": 7.0},
-                    {"identity.n_max": 28, "identity.n_avg": 2}])
+                    {"identity.n_max": 28, "identity.n_avg": 2}]
+                 # how far the surrogates are from the patient (surrogate_targets) against guidance
+                 + [{"min_change": m, "identity.gamma_src": g, "identity.gamma_tgt": g}
+                    for m in (1, 3) for g in (2.0, 2.5, 3.0, 4.0)])
 # The contrast term trains the unguided caption difference, so the twin edit is tried with
 # equal guidance on both sides; it was trained at t < 0.2, so with short windows.
 TWIN_GRID = ([{"twin_from": "surrogate"}] + [{"twin.n_max": n} for n in (2, 3, 4, 6)]
@@ -102,7 +105,7 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
     for patient, (person, photos) in enumerate(zip(people, sessions, strict=True)):
         source = photos[train_sessions]
         source_prompt = prompt_for(person)
-        targets = surrogate_targets(person, n_identities, rng)
+        targets = surrogate_targets(person, n_identities, rng, min_change=cfg.min_change)
         started = time.perf_counter()
         twin = backend.edit(source.image, heal_settings(cfg.identity.with_overrides(
             source_prompt=source_prompt), cfg.twin))

@@ -48,6 +48,7 @@ class SurrogateConfig:
     theta: float
     min_size: int = 0
     twin_from: TwinFrom = "patient"  # what the twin edit heals: "patient" or "surrogate"
+    min_change: int = 1  # phantom surrogate vs patient: skin-type steps + 1 for the sex class
 
 
 def edit_config(cfg: DictConfig) -> tuple[ModelConfig, EditSettings]:
@@ -74,14 +75,16 @@ def compose_surrogate(overrides: list[str] | None = None,
 
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
         cfg = compose("surrogate", overrides=list(overrides or []))
-    extra = set(cfg) - {"model", "identity", "twin", "theta", "min_size", "twin_from"}
+    extra = set(cfg) - {"model", "identity", "twin", "theta", "min_size", "twin_from",
+                         "min_change"}
     if extra:
         raise ValueError(f"config 'surrogate': unknown keys {sorted(extra)}")
     return SurrogateConfig(_typed(ModelConfig, cfg.model, "model"),
                            _typed(EditSettings, cfg.identity, "identity"),
                            _typed(EditSettings, cfg.twin, "twin"),
                            theta=float(cfg.theta), min_size=int(cfg.min_size),
-                           twin_from=check_twin_from(str(cfg.twin_from)))
+                           twin_from=check_twin_from(str(cfg.twin_from)),
+                           min_change=int(cfg.min_change))
 
 
 def _typed(cls, node, name: str):

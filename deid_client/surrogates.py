@@ -98,13 +98,18 @@ def make_surrogate(
     return Surrogate(surrogate, healthy, differential_mask(surrogate, healthy, theta, min_size=min_size))
 
 
-def surrogate_targets(source: Identity | None, count: int, rng: np.random.Generator) -> list[str]:
-    """``count`` different target prompts for a phantom patient, each naming another skin
-    type than the patient's; the sex class alternates, starting with the other one.
-    With ``source=None`` (nothing known of the patient) sex and skin type are random.
+def surrogate_targets(source: Identity | None, count: int, rng: np.random.Generator, *,
+                      min_change: int = 1) -> list[str]:
+    """``count`` different target prompts for a phantom patient, each at least
+    ``min_change`` steps from the patient: one step per Fitzpatrick skin type, one for
+    the other sex class (the skin type always changes). The sex class alternates,
+    starting with the other one. With ``source=None`` (nothing known of the patient) sex
+    and skin type are random.
 
     Attributes are drawn with the phantom world's own sampler, so combinations stay
-    plausible (the model never saw blond hair on skin type VI, for example).
+    plausible (the model never saw blond hair on skin type VI, for example). Surrogates
+    of the patient's sex class one or two skin types away are the ones a
+    re-identification model still recognises (README, Measured), hence ``min_change``.
 
     >>> from deid_client.phantom import sample_identity
     >>> person = sample_identity(np.random.default_rng(0))
@@ -114,11 +119,17 @@ def surrogate_targets(source: Identity | None, count: int, rng: np.random.Genera
     """
     first = SEXES[int(rng.integers(2))] if source is None else SEXES[1 - SEXES.index(source.sex)]
     order = (first, SEXES[1 - SEXES.index(first)])
-    skins = [s for s in SKIN_TYPES if source is None or s != source.skin_type]
+    skins = {sex: [s for s in SKIN_TYPES if source is None or s != source.skin_type and (
+        abs(s - source.skin_type) + (sex != source.sex) >= min_change)] for sex in SEXES}
     prompts: list[str] = []
+    draws = 0
     while len(prompts) < count:
         sex = order[len(prompts) % 2]
-        skin = int(rng.choice(skins))
+        if not skins[sex] or draws == 100 * count:  # few allowed skin types: few distinct prompts
+            raise ValueError(f"found only {len(prompts)} of {count} distinct target prompts at least "
+                             f"{min_change} steps from the patient; ask for fewer or a smaller min_change")
+        draws += 1
+        skin = int(rng.choice(skins[sex]))
         person = sample_identity(rng, sex=sex, skin_type=skin)
         prompt = describe(sex=sex, skin_type=skin, hair_colour=person.hair_colour)
         if prompt not in prompts:

@@ -28,7 +28,7 @@ from deid_client.phantom_flow import (
     describe,
     prompt_for,
 )
-from deid_client.phantom_flow.prompts import healthy_prompt
+from deid_client.phantom_flow.prompts import SEX_WORDS, SKIN_WORDS, healthy_prompt
 from deid_client.phantom_flow.train import render_training_set, train
 from deid_client.surrogates import heal_settings, make_surrogate, surrogate_targets, twin_settings
 
@@ -152,14 +152,14 @@ def test_surrogate_masks_find_the_patients_lesion(backend, cfg, twin_from, bar):
     """The identity edit carries the lesion onto the synthetic person (the carry term of
     training stage 4), so the surrogate's own mask finds the patient's lesion; more of it
     when the twin edit heals the patient's photo than when it heals the generated surrogate
-    (shipped weights: 0.60 and 0.38; the stage-3 weights, without the carry term,
-    0.20 from the surrogate)."""
+    (shipped weights and settings: 0.65 and 0.37; the stage-3 weights, without the carry
+    term, 0.20 from the surrogate at the earlier guidance 4)."""
     rng = np.random.default_rng(21)
     ious = []
     for kind in LESION_KINDS:
         person = sample_identity(rng)
         phantom = render_phantom(person, sample_lesion(rng, kind), 64)
-        for target in surrogate_targets(person, 2, rng):
+        for target in surrogate_targets(person, 2, rng, min_change=cfg.min_change):
             result = make_surrogate(backend, phantom.image, cfg.identity.with_overrides(
                 source_prompt=prompt_for(person), target_prompt=target), cfg.twin, theta=cfg.theta,
                 twin_from=twin_from)
@@ -216,6 +216,22 @@ def test_surrogate_prompts_and_twin_settings(cfg):
         compose_surrogate(["twin_from=healthy"])
     with pytest.raises(ValueError, match="twin prompt"):
         healthy_prompt("a photo of a woman")
+
+
+def test_surrogates_keep_min_change_from_the_patient(cfg):
+    """One step per skin type, one for the other sex class: with ``min_change=3`` a
+    surrogate of the patient's sex class is three skin types away, one of the other two."""
+    assert compose_surrogate(["min_change=3"]).min_change == 3 and cfg.min_change >= 1
+    for skin_type in (1, 3, 6):
+        person = sample_identity(np.random.default_rng(skin_type), skin_type=skin_type)
+        for target in surrogate_targets(person, 5, np.random.default_rng(0), min_change=3):
+            target_skin = max((k for k, word in SKIN_WORDS.items() if f" {word} skin" in target),
+                              key=lambda k: len(SKIN_WORDS[k]))  # "very fair" over "fair"
+            same_sex = f" {SEX_WORDS[person.sex]} " in target
+            assert abs(target_skin - skin_type) + (not same_sex) >= 3, (skin_type, target)
+    medium = sample_identity(np.random.default_rng(0), skin_type=3)
+    with pytest.raises(ValueError, match="distinct target prompts"):  # same sex: type VI, 2 hair colours
+        surrogate_targets(medium, 8, np.random.default_rng(0), min_change=3)
 
 
 def test_missing_weights_say_how_to_train_them(tmp_path, monkeypatch, capsys):
