@@ -48,7 +48,7 @@ class SurrogateConfig:
     theta: float
     min_size: int = 0
     twin_from: TwinFrom = "patient"  # what the twin edit heals: "patient" or "surrogate"
-    min_change: int = 1  # phantom surrogate vs patient: skin-type steps + 1 for the sex class
+    min_change: int = 3  # phantom surrogate vs patient: skin-type steps + 1 for the sex class
 
 
 def edit_config(cfg: DictConfig) -> tuple[ModelConfig, EditSettings]:
