@@ -10,7 +10,7 @@ Training masks come from a pluggable *mask source*:
   from ``conf/surrogate.yaml``): every training photo is replaced by a FlowEdit
   surrogate of another synthetic person, and its mask is the a* difference to
   the surrogate's synthetic healthy twin. Nothing of the patient's face is
-  trained on.
+  trained on. The cache key includes the firewall's settings.
 
 Evaluation always uses reference masks on the site's original photos, on a
 held-out split.
@@ -63,9 +63,15 @@ class DataConfig:
             raise ValueError("eval-fraction must be between 0 and 1")
 
     def key(self) -> str:
-        """Cache key: the settings and, for a folder, every file's name, size and mtime
-        (a site that adds or replaces photos must not train on a stale cache)."""
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        """Cache key: the settings (with ``mask_source="surrogate"``, the firewall's too)
+        and, for a folder, every file's name, size and mtime (a site that adds or replaces
+        photos, or changes ``conf/surrogate.yaml``, must not train on a stale cache)."""
+        settings = asdict(self)
+        if self.mask_source == "surrogate":
+            from .config import compose_surrogate
+
+            settings["surrogate"] = asdict(compose_surrogate())
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
         if self.data_dir:
             root = Path(self.data_dir)
             for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -121,36 +127,42 @@ def _prepare(config: DataConfig) -> NodeData:
         raise ValueError("a node needs at least two images (one to train, one to evaluate)")
     n_eval = max(1, int(round(len(samples) * config.eval_fraction)))
     train, held_out = samples[:-n_eval], samples[-n_eval:]
-    if any(truth is None for _, _, truth in held_out):
+    if any(truth is None for _, _, truth, _ in held_out):
         raise ValueError("the held-out split needs reference masks")
     if config.mask_source == "surrogate":
-        train_images, train_masks = _surrogates([img for img, _, _ in train], config)
+        train_images, train_masks = _surrogates([(img, person) for img, _, _, person in train], config)
     else:
-        train_images = np.stack([img for img, _, _ in train])
+        train_images = np.stack([img for img, _, _, _ in train])
         train_masks = np.stack([training_mask(img, twin, truth, config.mask_source, config.theta)
-                                for img, twin, truth in train])
+                                for img, twin, truth, _ in train])
     return NodeData(
         train_images=train_images,
         train_masks=train_masks,
-        eval_images=np.stack([img for img, _, _ in held_out]),
-        eval_masks=np.stack([truth for _, _, truth in held_out]),
+        eval_images=np.stack([img for img, _, _, _ in held_out]),
+        eval_masks=np.stack([truth for _, _, truth, _ in held_out]),
     )
 
 
-def _surrogates(images: list[np.ndarray], config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Surrogate photos and their masks (the firewall stage, ``conf/surrogate.yaml``)."""
+def _surrogates(photos: list, config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Surrogate photos and their masks (the firewall stage, ``conf/surrogate.yaml``) of
+    (photo, identity) pairs. A phantom patient is captioned as the model knows them and
+    gets a surrogate ``min_change`` steps away; of a photo alone nothing is known, so
+    its source prompt is the generic one and its target random."""
     from tqdm.auto import tqdm
 
     from .config import compose_surrogate
+    from .phantom_flow.prompts import prompt_for
     from .surrogates import make_surrogate, surrogate_targets
 
     cfg = compose_surrogate()
     backend = cfg.model.load()
     rng = np.random.default_rng([config.seed, config.partition_id, 0x5A])
     out_images, out_masks = [], []
-    for image in tqdm(images, desc="surrogates", unit="photo"):
-        target = surrogate_targets(None, 1, rng)[0]  # no caption of the patient is needed
+    for image, person in tqdm(photos, desc="surrogates", unit="photo"):
+        target = surrogate_targets(person, 1, rng, min_change=cfg.min_change)[0]
         settings = cfg.identity.with_overrides(target_prompt=target, seed=config.seed)
+        if person is not None:
+            settings = settings.with_overrides(source_prompt=prompt_for(person))
         result = make_surrogate(backend, image, settings, cfg.twin, theta=config.theta,
                                 min_size=cfg.min_size, twin_from=cfg.twin_from)
         out_images.append(result.image)
@@ -159,14 +171,16 @@ def _surrogates(images: list[np.ndarray], config: DataConfig) -> tuple[np.ndarra
 
 
 def _phantom_samples(config: DataConfig) -> list:
+    """(photo, healthy twin, lesion mask, identity) of this node's phantom patients."""
     cases = plan_cohort(config.images_per_client * config.num_partitions, config.num_partitions,
                         seed=config.seed, non_iid=config.non_iid)
     mine = [render_case(c, config.image_size) for c in cases if c.hospital == config.partition_id]
-    return [(p.image, p.healthy, p.mask) for p in mine]
+    return [(p.image, p.healthy, p.mask, p.identity) for p in mine]
 
 
 def _folder_samples(config: DataConfig) -> list:
-    """``data_dir/images`` with ``healthy/`` twins and optional ``masks/``, matched by name."""
+    """``data_dir/images`` with ``healthy/`` twins and optional ``masks/``, matched by name
+    (no identity: nothing is known of a photographed patient)."""
     root = Path(config.data_dir)
     masks = root / "masks"
     triples, _ = triples_from_folders(root / "images", root / "healthy",
@@ -180,5 +194,5 @@ def _folder_samples(config: DataConfig) -> list:
     for t in triples:
         truth = None if t.reference is None else cv2.resize(
             read_mask(t.reference).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-        samples.append((fit(read_image(t.pathological)), fit(read_image(t.healthy)), truth))
+        samples.append((fit(read_image(t.pathological)), fit(read_image(t.healthy)), truth, None))
     return samples

@@ -218,6 +218,13 @@ def test_surrogate_prompts_and_twin_settings(cfg):
         healthy_prompt("a photo of a woman")
 
 
+def _steps_from(person, prompt: str) -> int:
+    """How far a target prompt is from a phantom patient, as ``min_change`` counts."""
+    skin = max((k for k, word in SKIN_WORDS.items() if f" {word} skin" in prompt),
+               key=lambda k: len(SKIN_WORDS[k]))  # "very fair skin" also contains " fair skin"
+    return abs(skin - person.skin_type) + (f" {SEX_WORDS[person.sex]} " not in prompt)
+
+
 def test_surrogates_keep_min_change_from_the_patient(cfg):
     """One step per skin type, one for the other sex class: with ``min_change=3`` a
     surrogate of the patient's sex class is three skin types away, one of the other two."""
@@ -225,10 +232,7 @@ def test_surrogates_keep_min_change_from_the_patient(cfg):
     for skin_type in (1, 3, 6):
         person = sample_identity(np.random.default_rng(skin_type), skin_type=skin_type)
         for target in surrogate_targets(person, 5, np.random.default_rng(0), min_change=3):
-            target_skin = max((k for k, word in SKIN_WORDS.items() if f" {word} skin" in target),
-                              key=lambda k: len(SKIN_WORDS[k]))  # "very fair" over "fair"
-            same_sex = f" {SEX_WORDS[person.sex]} " in target
-            assert abs(target_skin - skin_type) + (not same_sex) >= 3, (skin_type, target)
+            assert _steps_from(person, target) >= 3, (skin_type, target)
     medium = sample_identity(np.random.default_rng(0), skin_type=3)
     with pytest.raises(ValueError, match="distinct target prompts"):  # same sex: type VI, 2 hair colours
         surrogate_targets(medium, 8, np.random.default_rng(0), min_change=3)
@@ -270,15 +274,40 @@ def test_training_is_reproducible_and_moves_the_weights():
     assert torch.equal(runs[0], runs[1])
 
 
-def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path):
+def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeypatch, cfg):
+    import deid_client.surrogates as surrogates_module
     from deid_client.node_data import DataConfig, _phantom_samples, load_node_data
 
+    edits = []  # the identity edit of every surrogate the node makes (the real make_surrogate)
+    real = surrogates_module.make_surrogate
+    monkeypatch.setattr(surrogates_module, "make_surrogate",
+                        lambda backend, image, identity, *a, **k: edits.append(identity)
+                        or real(backend, image, identity, *a, **k))
     config = DataConfig(images_per_client=4, image_size=64, mask_source="surrogate", seed=3)
     data = load_node_data(config, tmp_path)
-    originals = [img for img, _, _ in _phantom_samples(config)]
+    samples = _phantom_samples(config)
+    originals = [image for image, *_ in samples]
+    for identity, (*_, person) in zip(edits, samples, strict=False):  # captioned, min_change away
+        assert identity.source_prompt == prompt_for(person)
+        assert _steps_from(person, identity.target_prompt) >= cfg.min_change
+    assert len(edits) == 3
     assert data.train_images.shape == (3, 64, 64, 3) and data.train_masks.dtype == bool
     for surrogate, original in zip(data.train_images, originals, strict=False):
         assert np.abs(surrogate.astype(int) - original).mean() > 10  # not the patient's photo
     assert np.array_equal(data.eval_images[0], originals[-1])  # scored on the site's real photos
     cached = load_node_data(config, tmp_path)  # second call: from the cache, identical
     assert np.array_equal(cached.train_images, data.train_images)
+
+
+def test_surrogate_node_cache_follows_the_firewall_settings(monkeypatch):
+    """A node's surrogate data depends on conf/surrogate.yaml too: changing the firewall's
+    settings must not reuse surrogates made with the old ones (other mask sources ignore it)."""
+    import deid_client.config as config_module
+    from deid_client.node_data import DataConfig
+
+    surrogate, oracle = DataConfig(mask_source="surrogate"), DataConfig(mask_source="oracle")
+    before = surrogate.key(), oracle.key()
+    shipped = config_module.compose_surrogate
+    monkeypatch.setattr(config_module, "compose_surrogate",
+                        lambda overrides=None: shipped(["identity.gamma_src=3", *(overrides or [])]))
+    assert surrogate.key() != before[0] and oracle.key() == before[1]
