@@ -24,6 +24,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -31,7 +32,7 @@ import numpy as np
 from .images import atomic_write_bytes, read_image
 from .masks import differential_mask, naive_mask
 from .pairs import read_mask, triples_from_folders
-from .phantom import plan_cohort, render_case
+from .phantom import Identity, plan_cohort, render_case
 
 __all__ = ["MASK_SOURCES", "DataConfig", "NodeData", "load_node_data", "training_mask",
            "default_cache_dir"]
@@ -121,31 +122,38 @@ def load_node_data(config: DataConfig, cache_dir: str | os.PathLike | None = Non
     return data
 
 
+class _Sample(NamedTuple):
+    image: np.ndarray  # uint8 RGB photo
+    healthy: np.ndarray | None  # its healthy twin, where there is one
+    truth: np.ndarray | None  # its reference lesion mask, where there is one
+    person: Identity | None  # who it shows (phantoms); nothing is known of a real photo
+
+
 def _prepare(config: DataConfig) -> NodeData:
     samples = _folder_samples(config) if config.data_dir else _phantom_samples(config)
     if len(samples) < 2:
         raise ValueError("a node needs at least two images (one to train, one to evaluate)")
     n_eval = max(1, int(round(len(samples) * config.eval_fraction)))
     train, held_out = samples[:-n_eval], samples[-n_eval:]
-    if any(truth is None for _, _, truth, _ in held_out):
+    if any(s.truth is None for s in held_out):
         raise ValueError("the held-out split needs reference masks")
     if config.mask_source == "surrogate":
-        train_images, train_masks = _surrogates([(img, person) for img, _, _, person in train], config)
+        train_images, train_masks = _surrogates(train, config)
     else:
-        train_images = np.stack([img for img, _, _, _ in train])
-        train_masks = np.stack([training_mask(img, twin, truth, config.mask_source, config.theta)
-                                for img, twin, truth, _ in train])
+        train_images = np.stack([s.image for s in train])
+        train_masks = np.stack([training_mask(s.image, s.healthy, s.truth, config.mask_source,
+                                              config.theta) for s in train])
     return NodeData(
         train_images=train_images,
         train_masks=train_masks,
-        eval_images=np.stack([img for img, _, _, _ in held_out]),
-        eval_masks=np.stack([truth for _, _, truth, _ in held_out]),
+        eval_images=np.stack([s.image for s in held_out]),
+        eval_masks=np.stack([s.truth for s in held_out]),
     )
 
 
-def _surrogates(photos: list, config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+def _surrogates(samples: list[_Sample], config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     """Surrogate photos and their masks (the firewall stage, ``conf/surrogate.yaml``) of
-    (photo, identity) pairs. A phantom patient is captioned as the model knows them and
+    the samples' photos. A phantom patient is captioned as the model knows them and
     gets a surrogate ``min_change`` steps away; of a photo alone nothing is known, so
     its source prompt is the generic one and its target random."""
     from tqdm.auto import tqdm
@@ -158,7 +166,7 @@ def _surrogates(photos: list, config: DataConfig) -> tuple[np.ndarray, np.ndarra
     backend = cfg.model.load()
     rng = np.random.default_rng([config.seed, config.partition_id, 0x5A])
     out_images, out_masks = [], []
-    for image, person in tqdm(photos, desc="surrogates", unit="photo"):
+    for image, _, _, person in tqdm(samples, desc="surrogates", unit="photo"):
         target = surrogate_targets(person, 1, rng, min_change=cfg.min_change)[0]
         settings = cfg.identity.with_overrides(target_prompt=target, seed=config.seed)
         if person is not None:
@@ -170,15 +178,15 @@ def _surrogates(photos: list, config: DataConfig) -> tuple[np.ndarray, np.ndarra
     return np.stack(out_images), np.stack(out_masks)
 
 
-def _phantom_samples(config: DataConfig) -> list:
-    """(photo, healthy twin, lesion mask, identity) of this node's phantom patients."""
+def _phantom_samples(config: DataConfig) -> list[_Sample]:
+    """This node's phantom patients."""
     cases = plan_cohort(config.images_per_client * config.num_partitions, config.num_partitions,
                         seed=config.seed, non_iid=config.non_iid)
     mine = [render_case(c, config.image_size) for c in cases if c.hospital == config.partition_id]
-    return [(p.image, p.healthy, p.mask, p.identity) for p in mine]
+    return [_Sample(p.image, p.healthy, p.mask, p.identity) for p in mine]
 
 
-def _folder_samples(config: DataConfig) -> list:
+def _folder_samples(config: DataConfig) -> list[_Sample]:
     """``data_dir/images`` with ``healthy/`` twins and optional ``masks/``, matched by name
     (no identity: nothing is known of a photographed patient)."""
     root = Path(config.data_dir)
@@ -194,5 +202,5 @@ def _folder_samples(config: DataConfig) -> list:
     for t in triples:
         truth = None if t.reference is None else cv2.resize(
             read_mask(t.reference).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-        samples.append((fit(read_image(t.pathological)), fit(read_image(t.healthy)), truth, None))
+        samples.append(_Sample(fit(read_image(t.pathological)), fit(read_image(t.healthy)), truth, None))
     return samples
