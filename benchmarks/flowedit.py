@@ -108,7 +108,7 @@ def measure(backend, image, settings, repeats: int, joint: bool, device) -> dict
              transformer.register_forward_hook(after, with_kwargs=True)]
     original = backend.velocities
     if not joint:  # baseline: no joint call, each side on its own
-        backend.velocities = lambda s, size: (*original(s, size)[:2], None)
+        backend.velocities = lambda batch, size: (*original(batch, size)[:2], None)
     times, inside, calls = [], [], []
     try:
         backend.edit(image, settings)  # warm-up

@@ -39,7 +39,7 @@ from deid_client.masks import calibrate_threshold, differential_mask, erythema_m
 from deid_client.metrics import iou
 from deid_client.phantom_flow.prompts import prompt_for
 from deid_client.reid import identify, photo_sessions, train_reid
-from deid_client.surrogates import heal_settings, make_surrogate, surrogate_targets
+from deid_client.surrogates import heal_settings, make_surrogates, surrogate_targets
 
 BENCH_SEED = 2026  # patients for the figures
 SWEEP_SEED = 4242  # other patients for choosing settings, so the figures are not tuned on
@@ -112,17 +112,17 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
         twin_seconds += time.perf_counter() - started
         twin_only.append(iou(differential_mask(source.image, twin, cfg.theta, min_size=cfg.min_size),
                              source.mask))
-        surrogates = []
-        for slot, target in enumerate(targets):
-            settings = cfg.identity.with_overrides(source_prompt=source_prompt, target_prompt=target)
-            started = time.perf_counter()
-            result = make_surrogate(backend, source.image, settings, cfg.twin, theta=cfg.theta,
-                                    min_size=cfg.min_size, twin_from=cfg.twin_from)
-            edit_seconds += time.perf_counter() - started
+        settings = [cfg.identity.with_overrides(source_prompt=source_prompt, target_prompt=target)
+                    for target in targets]
+        started = time.perf_counter()
+        surrogates = make_surrogates(backend, [source.image] * len(targets), settings, cfg.twin,
+                                     theta=cfg.theta, min_size=cfg.min_size, twin_from=cfg.twin_from,
+                                     batch_size=cfg.batch_size)
+        edit_seconds += time.perf_counter() - started
+        for slot, (target, result) in enumerate(zip(targets, surrogates)):
             ious.append(iou(result.mask, source.mask))
             diffs.append(erythema_map(result.image, result.healthy))
             truths.append(source.mask)
-            surrogates.append(result)
             rows.append((patient, slot, target, ious[-1]))
         attributed.extend(identify(reid, np.stack([r.image for r in surrogates])) == patient)
         twins_attributed.extend(identify(reid, np.stack([r.healthy for r in surrogates])) == patient)

@@ -49,6 +49,7 @@ class SurrogateConfig:
     min_size: int = 0
     twin_from: TwinFrom = "patient"  # what the twin edit heals: "patient" or "surrogate"
     min_change: int = 3  # phantom surrogate vs patient: skin-type steps + 1 for the sex class
+    batch_size: int | None = None  # photos per model call; None: what the device takes
 
 
 def edit_config(cfg: DictConfig) -> tuple[ModelConfig, EditSettings]:
@@ -76,7 +77,7 @@ def compose_surrogate(overrides: list[str] | None = None,
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
         cfg = compose("surrogate", overrides=list(overrides or []))
     extra = set(cfg) - {"model", "identity", "twin", "theta", "min_size", "twin_from",
-                         "min_change"}
+                         "min_change", "batch_size"}
     if extra:
         raise ValueError(f"config 'surrogate': unknown keys {sorted(extra)}")
     return SurrogateConfig(_typed(ModelConfig, cfg.model, "model"),
@@ -84,7 +85,17 @@ def compose_surrogate(overrides: list[str] | None = None,
                            _typed(EditSettings, cfg.twin, "twin"),
                            theta=float(cfg.theta), min_size=int(cfg.min_size),
                            twin_from=check_twin_from(str(cfg.twin_from)),
-                           min_change=int(cfg.min_change))
+                           min_change=int(cfg.min_change),
+                           batch_size=_batch_size(cfg.get("batch_size")))
+
+
+def _batch_size(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"config 'surrogate': batch_size must be a whole number >= 1 or null, "
+                         f"not {value!r}")
+    return value
 
 
 def _typed(cls, node, name: str):

@@ -47,7 +47,7 @@ def flowedit(
     n_max: int,
     n_min: int = 0,
     n_avg: int = 1,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     v_pair: VelocityPair | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -71,8 +71,10 @@ def flowedit(
         diffusers flow-match scheduler's ``sigmas``.
     n_max, n_min, n_avg : int
         Editing window and number of noise samples averaged per step.
-    generator : torch.Generator, optional
-        Source of all noise (one per image, see :mod:`deid_client.seeds`).
+    generator : torch.Generator or sequence of them, optional
+        Source of all noise: one generator per image (see :mod:`deid_client.seeds`).
+        With a sequence, row ``i`` of the batch draws its noise from ``generator[i]``
+        alone, so an image's edit does not depend on what else is in its batch.
     v_pair : callable (z_src, z_tgt, t) -> (v_src, v_tgt), optional
         Evaluates both sides in one call (one batched transformer pass); used
         for the editing steps instead of two separate calls.
@@ -97,6 +99,8 @@ def flowedit(
         raise ValueError(f"need 0 <= n_min <= n_max <= T={steps}, got n_min={n_min}, n_max={n_max}")
     if n_avg < 1:
         raise ValueError(f"n_avg must be at least 1, not {n_avg}")
+    if isinstance(generator, Sequence) and len(generator) != x_src.shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {x_src.shape[0]}")
     if v_pair is None:
         def v_pair(zs: torch.Tensor, zt: torch.Tensor, t: float):
             return v_src(zs, t), v_tgt(zt, t)
@@ -127,7 +131,10 @@ def flowedit(
     return z_edit.to(dtype)
 
 
-def _noise(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _noise(like: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None
+           ) -> torch.Tensor:
+    if isinstance(generator, Sequence):  # one stream per row: a row's draw is the same in any batch
+        return torch.cat([_noise(like[i:i + 1], g) for i, g in enumerate(generator)])
     device = generator.device if generator is not None else like.device
     noise = torch.randn(like.shape, generator=generator, device=device, dtype=torch.float32)
     return noise.to(like.device)

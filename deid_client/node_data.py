@@ -156,26 +156,24 @@ def _surrogates(samples: list[_Sample], config: DataConfig) -> tuple[np.ndarray,
     the samples' photos. A phantom patient is captioned as the model knows them and
     gets a surrogate ``min_change`` steps away; of a photo alone nothing is known, so
     its source prompt is the generic one and its target random."""
-    from tqdm.auto import tqdm
-
     from .config import compose_surrogate
     from .phantom_flow.prompts import prompt_for
-    from .surrogates import make_surrogate, surrogate_targets
+    from .surrogates import make_surrogates, surrogate_targets
 
     cfg = compose_surrogate()
     backend = cfg.model.load()
     rng = np.random.default_rng([config.seed, config.partition_id, 0x5A])
-    out_images, out_masks = [], []
-    for image, _, _, person in tqdm(samples, desc="surrogates", unit="photo"):
-        target = surrogate_targets(person, 1, rng, min_change=cfg.min_change)[0]
+    edits = []
+    for sample in samples:
+        target = surrogate_targets(sample.person, 1, rng, min_change=cfg.min_change)[0]
         settings = cfg.identity.with_overrides(target_prompt=target, seed=config.seed)
-        if person is not None:
-            settings = settings.with_overrides(source_prompt=prompt_for(person))
-        result = make_surrogate(backend, image, settings, cfg.twin, theta=config.theta,
-                                min_size=cfg.min_size, twin_from=cfg.twin_from)
-        out_images.append(result.image)
-        out_masks.append(result.mask)
-    return np.stack(out_images), np.stack(out_masks)
+        if sample.person is not None:
+            settings = settings.with_overrides(source_prompt=prompt_for(sample.person))
+        edits.append(settings)
+    results = make_surrogates(backend, [s.image for s in samples], edits, cfg.twin, theta=config.theta,
+                              min_size=cfg.min_size, twin_from=cfg.twin_from,
+                              batch_size=cfg.batch_size, progress=True)
+    return np.stack([r.image for r in results]), np.stack([r.mask for r in results])
 
 
 def _phantom_samples(config: DataConfig) -> list[_Sample]:

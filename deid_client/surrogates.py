@@ -20,10 +20,12 @@ leave this stage; the healed patient photo stays inside it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .backends import DiffusersBackend, EditSettings
 from .masks import differential_mask
@@ -31,8 +33,8 @@ from .phantom import SEXES, SKIN_TYPES, Identity, sample_identity
 from .phantom_flow.prompts import describe, healthy_prompt
 from .seeds import image_key
 
-__all__ = ["Surrogate", "TwinFrom", "TWIN_FROM", "check_twin_from", "make_surrogate", "twin_settings",
-           "heal_settings", "surrogate_targets"]
+__all__ = ["Surrogate", "TwinFrom", "TWIN_FROM", "check_twin_from", "make_surrogate", "make_surrogates",
+           "twin_settings", "heal_settings", "surrogate_targets"]
 
 TwinFrom = Literal["patient", "surrogate"]
 TWIN_FROM: tuple[str, ...] = get_args(TwinFrom)
@@ -80,22 +82,79 @@ def make_surrogate(
     twin_from: TwinFrom = "patient",
     key: str | None = None,
 ) -> Surrogate:
-    """Surrogate, healthy twin and mask of one photo.
+    """Surrogate, healthy twin and mask of one photo (:func:`make_surrogates` of one).
 
     ``twin_from`` says what the twin edit heals (see the module docstring): the patient's
     photo, before the identity edit is repeated on it (:func:`heal_settings`), or the
     surrogate (:func:`twin_settings`). Either way the twin edit's prompts come from
     ``identity_edit``'s, and all noise from ``identity_edit.seed`` and ``key``.
     """
+    return make_surrogates(backend, [image], [identity_edit], twin_edit, theta=theta,
+                           min_size=min_size, twin_from=twin_from, keys=[key])[0]
+
+
+def make_surrogates(
+    backend: DiffusersBackend,
+    images: Sequence[np.ndarray],
+    identity_edits: Sequence[EditSettings],
+    twin_edit: EditSettings,
+    *,
+    theta: float,
+    min_size: int = 0,
+    twin_from: TwinFrom = "patient",
+    keys: Sequence[str | None] | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> list[Surrogate]:
+    """Surrogates, twins and masks of many photos, ``batch_size`` photos per model call
+    (``None``: as many as the backend takes, :meth:`DiffusersBackend.images_per_call`).
+
+    Photo ``i`` is edited with ``identity_edits[i]`` and its noise comes from that edit's
+    seed and ``keys[i]`` (default: a hash of its pixels), so its result is the one
+    :func:`make_surrogate` gives it alone, whatever else is in its batch (up to float
+    rounding of the batched kernels). With ``twin_from="patient"`` the photo and its
+    healed copy go through the identity edit in the same call, with the same noise.
+
+    >>> from deid_client.phantom_flow import PhantomFlowPipeline
+    >>> from deid_client.backends import backend_for
+    >>> backend = backend_for(PhantomFlowPipeline.build(), device="cpu")
+    >>> edit = backend.settings("a photo of a woman, with facial erythema",
+    ...                         "a photo of a man, with facial erythema", steps=4, n_max=2)
+    >>> photos = [np.full((64, 64, 3), v, np.uint8) for v in (90, 160, 200)]
+    >>> out = make_surrogates(backend, photos, [edit] * 3, edit, theta=5.0, batch_size=2)
+    >>> [(r.image.shape, r.mask.dtype) for r in out][0]
+    ((64, 64, 3), dtype('bool'))
+    """
     check_twin_from(twin_from)
-    key = key or image_key(image)
-    surrogate = backend.edit(image, identity_edit, key=key)
-    if twin_from == "surrogate":
-        healthy = backend.edit(surrogate, twin_settings(identity_edit, twin_edit), key=f"{key}:twin")
-    else:  # the same identity edit, same noise, on the healed photo: the same synthetic person
-        healed = backend.edit(image, heal_settings(identity_edit, twin_edit), key=f"{key}:twin")
-        healthy = backend.edit(healed, identity_edit, key=key)
-    return Surrogate(surrogate, healthy, differential_mask(surrogate, healthy, theta, min_size=min_size))
+    images, identity_edits = list(images), list(identity_edits)
+    if len(identity_edits) != len(images):
+        raise ValueError(f"{len(images)} photos but {len(identity_edits)} identity edits")
+    keys = [k or image_key(im) for im, k in zip(images, keys or [None] * len(images), strict=True)]
+    if batch_size is None and images:  # the patient route edits each photo and its healed copy at once
+        batch_size = max(1, backend.images_per_call(images[0], identity_edits[0])
+                         // (2 if twin_from == "patient" else 1))
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    out: list[Surrogate] = []
+    bar = tqdm(total=len(images), desc="surrogates", unit="photo", disable=not progress)
+    for start in range(0, len(images), batch_size or 1):
+        batch = slice(start, start + batch_size)
+        photos, edits, names = images[batch], identity_edits[batch], keys[batch]
+        twin_keys = [f"{k}:twin" for k in names]
+        if twin_from == "surrogate":
+            surrogates = backend.edit_batch(photos, edits, keys=names)
+            healthy = backend.edit_batch(surrogates, [twin_settings(e, twin_edit) for e in edits],
+                                         keys=twin_keys)
+        else:  # the same identity edit, same noise, on the healed photo: the same synthetic person
+            healed = backend.edit_batch(photos, [heal_settings(e, twin_edit) for e in edits],
+                                        keys=twin_keys)
+            both = backend.edit_batch(photos + healed, edits + edits, keys=names + names)
+            surrogates, healthy = both[:len(photos)], both[len(photos):]
+        out += [Surrogate(s, h, differential_mask(s, h, theta, min_size=min_size))
+                for s, h in zip(surrogates, healthy)]
+        bar.update(len(photos))
+    bar.close()
+    return out
 
 
 def surrogate_targets(source: Identity | None, count: int, rng: np.random.Generator, *,

@@ -52,8 +52,8 @@ class TransformerCalls:
 def test_identical_conditioning_is_exact_through_real_models(backend, image):
     settings = backend.settings("a face", "a face", steps=10, n_max=7, gamma_src=4.0,
                                 gamma_tgt=4.0)
-    x = backend._to_model_space(backend.encode_image(image, (80, 96)))
-    v_src, v_tgt, v_pair = backend.velocities(settings, (80, 96))
+    x = backend._to_model_space(backend.encode_images([image], (80, 96)))
+    v_src, v_tgt, v_pair = backend.velocities([settings], (80, 96))
     z = flowedit(x, v_src, v_tgt, backend.sigmas(10, x), n_max=7, v_pair=v_pair,
                  generator=torch.Generator().manual_seed(0))
     assert torch.equal(z, x)
@@ -67,7 +67,7 @@ def test_one_batched_transformer_call_per_sample_and_step(backend, image, n_max,
     assert out.shape == image.shape and out.dtype == np.uint8
     assert len(calls) == n_max * n_avg
     assert {c["batch"] for c in calls} == {4 if backend.family == "sd3" else 2}
-    sigmas = backend.sigmas(10, backend._to_model_space(backend.encode_image(image, (80, 96))))
+    sigmas = backend.sigmas(10, backend._to_model_space(backend.encode_images([image], (80, 96))))
     scale = 1000.0 if backend.family == "sd3" else 1.0  # SD3 gets 0..1000, FLUX gets t
     first = [c["timestep"][0] for c in calls[::n_avg]]
     np.testing.assert_allclose(first, (sigmas[10 - n_max:10] * scale).tolist(), rtol=1e-6)

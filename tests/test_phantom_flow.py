@@ -30,7 +30,13 @@ from deid_client.phantom_flow import (
 )
 from deid_client.phantom_flow.prompts import SEX_WORDS, SKIN_WORDS, healthy_prompt
 from deid_client.phantom_flow.train import render_training_set, train
-from deid_client.surrogates import heal_settings, make_surrogate, surrogate_targets, twin_settings
+from deid_client.surrogates import (
+    heal_settings,
+    make_surrogate,
+    make_surrogates,
+    surrogate_targets,
+    twin_settings,
+)
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +193,41 @@ def test_twin_from_the_patient_is_the_same_synthetic_person(backend, cfg):
                                                                  change[~around].mean())
 
 
+@pytest.mark.parametrize("twin_from", ["patient", "surrogate"])
+def test_a_photos_surrogate_does_not_depend_on_its_batch(backend, cfg, twin_from):
+    """Eight photos with their own prompts in one batch: each surrogate and twin is the one
+    it gets alone (at most one intensity level apart), from one transformer call per step
+    for the whole batch."""
+    rng = np.random.default_rng(13)
+    people = [sample_identity(rng) for _ in range(8)]
+    photos = [render_phantom(p, sample_lesion(rng, LESION_KINDS[i % len(LESION_KINDS)]), 64).image
+              for i, p in enumerate(people)]
+    edits = [cfg.identity.with_overrides(source_prompt=prompt_for(p), steps=8, n_max=8, seed=i,
+                                         target_prompt=surrogate_targets(p, 1, rng)[0])
+             for i, p in enumerate(people)]
+    calls = []
+    hook = backend.pipe.transformer.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append(kwargs["hidden_states"].shape[0]),
+        with_kwargs=True)
+    try:
+        batched = make_surrogates(backend, photos, edits, cfg.twin, theta=cfg.theta,
+                                  twin_from=twin_from, batch_size=8)
+        batched_calls, calls[:] = list(calls), []
+        alone = [make_surrogate(backend, im, e, cfg.twin, theta=cfg.theta, twin_from=twin_from)
+                 for im, e in zip(photos, edits)]
+    finally:
+        hook.remove()
+    # one call per step for the whole batch: the twin edit's steps, then the identity edit's
+    # (with twin_from=patient on the photos and their healed copies together); alone, per photo
+    identity_rows = 2 if twin_from == "patient" else 1
+    assert len(batched_calls) == cfg.twin.n_max + 8 and len(calls) == 8 * len(batched_calls)
+    assert max(batched_calls) == 8 * 4 * identity_rows  # 8 photos, 4 guided evaluations each
+    for b, a in zip(batched, alone, strict=True):
+        assert np.abs(b.image.astype(int) - a.image).max() <= 1
+        assert np.abs(b.healthy.astype(int) - a.healthy).max() <= 1
+    assert len({r.image.tobytes() for r in batched}) == 8  # eight different people
+
+
 def test_make_surrogate_gives_a_new_person_a_twin_and_a_mask(backend, cfg):
     rng = np.random.default_rng(5)
     person = sample_identity(rng, skin_type=2)
@@ -278,11 +319,11 @@ def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeyp
     import deid_client.surrogates as surrogates_module
     from deid_client.node_data import DataConfig, _phantom_samples, load_node_data
 
-    edits = []  # the identity edit of every surrogate the node makes (the real make_surrogate)
-    real = surrogates_module.make_surrogate
-    monkeypatch.setattr(surrogates_module, "make_surrogate",
-                        lambda backend, image, identity, *a, **k: edits.append(identity)
-                        or real(backend, image, identity, *a, **k))
+    edits = []  # the identity edit of every surrogate the node makes (the real make_surrogates)
+    real = surrogates_module.make_surrogates
+    monkeypatch.setattr(surrogates_module, "make_surrogates",
+                        lambda backend, images, identities, *a, **k: edits.extend(identities)
+                        or real(backend, images, identities, *a, **k))
     config = DataConfig(images_per_client=4, image_size=64, mask_source="surrogate", seed=3)
     data = load_node_data(config, tmp_path)
     samples = _phantom_samples(config)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..schedules import flux_sigmas
-from .base import DiffusersBackend, EditSettings
+from .base import DiffusersBackend, EditSettings, stack_prompts
 
 __all__ = ["FluxBackend"]
 
@@ -24,7 +25,7 @@ class FluxBackend(DiffusersBackend):
 
     FLUX.1-dev has no classifier-free guidance: each side is one call with its
     own distilled ``guidance`` value (gamma_src, gamma_tgt), and the two sides
-    share one batch of 2. FLUX.1-schnell has no guidance input at all.
+    share one call: a batch of 2 per image. FLUX.1-schnell has no guidance input at all.
     The transformer gets t in 0..1 (it multiplies by 1000 itself).
     """
 
@@ -49,33 +50,37 @@ class FluxBackend(DiffusersBackend):
     def sigmas(self, steps: int, x: torch.Tensor) -> torch.Tensor:
         return flux_sigmas(steps, x.shape[1], self.pipe.scheduler)
 
-    def velocities(self, settings: EditSettings, size: tuple[int, int]):
-        src, tgt = self.prompt(settings.source_prompt), self.prompt(settings.target_prompt)
+    def velocities(self, settings: Sequence[EditSettings], size: tuple[int, int]):
+        settings = list(settings)
+        src = [self.prompt(s.source_prompt) for s in settings]
+        tgt = [self.prompt(s.target_prompt) for s in settings]
+        g_src, g_tgt = [s.gamma_src for s in settings], [s.gamma_tgt for s in settings]
         transformer = self.pipe.transformer
         distilled = bool(transformer.config.guidance_embeds)
         factor = 2 * self.pipe.vae_scale_factor  # latent pixels, then 2 x 2 packing
         image_ids = self.pipe._prepare_latent_image_ids(
             1, size[0] // factor, size[1] // factor, self.execution_device, self.dtype)
-        embeds2, pooled2 = torch.cat([src.embeds, tgt.embeds]), torch.cat([src.pooled, tgt.pooled])
+        text_ids = src[0].text_ids  # every prompt is padded to max_sequence_length
+        side_src, side_tgt, both = stack_prompts(src), stack_prompts(tgt), stack_prompts(src + tgt)
 
-        def run(latents, embeds, pooled, guidance, t):
-            n = latents.shape[0]
-            timestep = torch.full((n,), t, device=latents.device, dtype=latents.dtype)
+        def run(latents, conditioning, guidance, t):
+            embeds, pooled = conditioning
+            timestep = torch.full((latents.shape[0],), t, device=latents.device, dtype=latents.dtype)
             g = (torch.tensor(guidance, device=latents.device, dtype=torch.float32)
                  if distilled else None)
             return transformer(hidden_states=latents, timestep=timestep, guidance=g,
                                pooled_projections=pooled, encoder_hidden_states=embeds,
-                               txt_ids=src.text_ids, img_ids=image_ids, return_dict=False)[0]
+                               txt_ids=text_ids, img_ids=image_ids, return_dict=False)[0]
 
-        def single(prompt, gamma):
+        def single(conditioning, guidance):
             @torch.no_grad()
             def v(z, t):
-                return run(z, prompt.embeds, prompt.pooled, [gamma], t)
+                return run(z, conditioning, guidance, t)
             return v
 
         @torch.no_grad()
         def v_pair(z_src, z_tgt, t):
-            return run(torch.cat([z_src, z_tgt]), embeds2, pooled2,
-                       [settings.gamma_src, settings.gamma_tgt], t).chunk(2)
+            return run(torch.cat([z_src, z_tgt]), both, g_src + g_tgt, t).chunk(2)
 
-        return single(src, settings.gamma_src), single(tgt, settings.gamma_tgt), v_pair
+        return single(side_src, g_src), single(side_tgt, g_tgt), v_pair
+

@@ -40,14 +40,14 @@ class PhantomBackend(SD3Backend):
         return _Prompt(embeds.to(self.dtype), pooled.to(self.dtype))
 
     @torch.no_grad()
-    def encode_image(self, image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    def encode_images(self, images, size: tuple[int, int]) -> torch.Tensor:
         if max(size) > IMAGE_SIZE:
             raise ValueError(f"the phantom model works at {IMAGE_SIZE} px at most; "
                              f"set max_side <= {IMAGE_SIZE} (asked for {size[1]}x{size[0]})")
-        if image.shape[:2] != size:
-            image = np.asarray(Image.fromarray(image).resize(size[::-1], Image.LANCZOS))
-        return to_model_space(image).to(self.execution_device, self.dtype)
+        images = [im if im.shape[:2] == size else
+                  np.asarray(Image.fromarray(im).resize(size[::-1], Image.LANCZOS)) for im in images]
+        return to_model_space(np.stack(images)).to(self.execution_device, self.dtype)
 
     @torch.no_grad()
-    def decode_latent(self, latent: torch.Tensor) -> np.ndarray:
-        return to_image(latent)[0]
+    def decode_latents(self, latent: torch.Tensor) -> list[np.ndarray]:
+        return list(to_image(latent))

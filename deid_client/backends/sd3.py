@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..schedules import sd3_sigmas
-from .base import DiffusersBackend, EditSettings
+from .base import DiffusersBackend, EditSettings, row_scales, stack_prompts
 
 __all__ = ["SD3Backend"]
 
@@ -23,7 +24,8 @@ class SD3Backend(DiffusersBackend):
 
     Classifier-free guidance on both sides, ``v = u + gamma (c - u)`` with the
     empty prompt as ``u``; a step's four evaluations (u_src, c_src, u_tgt,
-    c_tgt) go through the transformer as one batch of 4, at t on 0..1000.
+    c_tgt) go through the transformer as one call, at t on 0..1000: a batch of 4
+    per image.
     """
 
     family = "sd3"
@@ -42,37 +44,36 @@ class SD3Backend(DiffusersBackend):
     def sigmas(self, steps: int, x: torch.Tensor) -> torch.Tensor:
         return sd3_sigmas(steps, self.pipe.scheduler)
 
-    def velocities(self, settings: EditSettings, size: tuple[int, int]):
-        uncond = self.prompt("")
-        src, tgt = self.prompt(settings.source_prompt), self.prompt(settings.target_prompt)
-        g_src, g_tgt = settings.gamma_src, settings.gamma_tgt
+    def velocities(self, settings: Sequence[EditSettings], size: tuple[int, int]):
+        settings = list(settings)
+        uncond = [self.prompt("")] * len(settings)
+        src = [self.prompt(s.source_prompt) for s in settings]
+        tgt = [self.prompt(s.target_prompt) for s in settings]
+        g_src = row_scales([s.gamma_src for s in settings])
+        g_tgt = row_scales([s.gamma_tgt for s in settings])
         transformer = self.pipe.transformer
         # The conditioning batches never change within an edit: build them once.
-        both = [uncond, src, uncond, tgt]
-        embeds4 = torch.cat([p.embeds for p in both])
-        pooled4 = torch.cat([p.pooled for p in both])
-        sides = {id(src): (torch.cat([uncond.embeds, src.embeds]), torch.cat([uncond.pooled, src.pooled])),
-                 id(tgt): (torch.cat([uncond.embeds, tgt.embeds]), torch.cat([uncond.pooled, tgt.pooled]))}
+        side_src, side_tgt = stack_prompts(uncond + src), stack_prompts(uncond + tgt)
+        both = stack_prompts(uncond + src + uncond + tgt)
 
-        def run(latents, embeds, pooled, t):
+        def run(latents, conditioning, t):
+            embeds, pooled = conditioning
             timestep = torch.full((latents.shape[0],), t * 1000.0, device=latents.device,
                                   dtype=latents.dtype)
             return transformer(hidden_states=latents, encoder_hidden_states=embeds,
                                pooled_projections=pooled, timestep=timestep, return_dict=False)[0]
 
-        def guided(prompt, gamma):
-            embeds, pooled = sides[id(prompt)]
-
+        def guided(conditioning, gamma):
             @torch.no_grad()
             def v(z, t):
-                u, c = run(torch.cat([z, z]), embeds, pooled, t).chunk(2)
-                return u + gamma * (c - u)
+                u, c = run(torch.cat([z, z]), conditioning, t).chunk(2)
+                return u + gamma.to(u) * (c - u)
             return v
 
         @torch.no_grad()
         def v_pair(z_src, z_tgt, t):
-            u_s, c_s, u_t, c_t = run(torch.cat([z_src, z_src, z_tgt, z_tgt]), embeds4, pooled4,
-                                     t).chunk(4)
-            return u_s + g_src * (c_s - u_s), u_t + g_tgt * (c_t - u_t)
+            u_s, c_s, u_t, c_t = run(torch.cat([z_src, z_src, z_tgt, z_tgt]), both, t).chunk(4)
+            return u_s + g_src.to(u_s) * (c_s - u_s), u_t + g_tgt.to(u_t) * (c_t - u_t)
 
-        return guided(src, g_src), guided(tgt, g_tgt), v_pair
+        return guided(side_src, g_src), guided(side_tgt, g_tgt), v_pair
+
