@@ -12,6 +12,17 @@ same edit with the two sides evaluated by separate calls.
 With ``--arch full`` prompts are random embeddings of the right shapes: the
 text encoders run once per prompt, not per edit, so they do not enter the
 per-edit time.
+
+``--firewall`` adds, per family: the whole firewall for one photo (identity edit,
+heal, identity edit of the healed photo, mask), its peak GPU memory, seconds per edit
+with 1, 2 and 4 photos per transformer call, and each of ``--optimisations`` timed on
+and off in the same run (``sdpa``: fused attention vs PyTorch's math kernel;
+``prompt_cache``: prompts encoded once vs every edit, from the published text
+encoders' measured cost with ``--arch full``; ``vae_tiling``; ``compile``:
+``torch.compile`` of the transformer, with its compile time). The GPU run
+(docs/firewall_throughput.md):
+
+    python benchmarks/flowedit.py --arch full --device cuda --size 1024x768 --firewall --json
 """
 
 from __future__ import annotations
@@ -26,8 +37,9 @@ import torch
 
 from deid_client.backends import backend_for
 from deid_client.phantom import make_phantom
+from deid_client.phantom_flow.prompts import healthy_prompt
 
-SRC, TGT = "a photo of a woman with facial erythema", "a photo of a man with facial erythema"
+SRC, TGT = "a photo of a woman, with facial erythema", "a photo of a man, with facial erythema"
 
 
 def full_pipeline(family: str, dtype: torch.dtype, device: str | torch.device):
@@ -130,6 +142,141 @@ def measure(backend, image, settings, repeats: int, joint: bool, device) -> dict
             "share_outside_transformer": 1 - statistics.median(inside) / total}
 
 
+def text_encoder_seconds(family: str, device, dtype, repeats: int) -> float:
+    """Seconds to encode one prompt with the family's published text encoders (random
+    weights, random token ids): what the prompt cache saves per prompt it does not encode."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    clip_l = CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                            num_attention_heads=12, projection_dim=768)
+    clip_g = CLIPTextConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                            num_attention_heads=20, projection_dim=1280)
+    t5_xxl = T5Config(d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24,
+                      feed_forward_proj="gated-gelu", vocab_size=32128)
+    with torch.device(device):
+        encoders = [(CLIPTextModelWithProjection(clip_l), 77), (T5EncoderModel(t5_xxl), 256)]
+        if family == "sd3":
+            encoders.insert(1, (CLIPTextModelWithProjection(clip_g), 77))
+    encoders = [(e.to(dtype).eval(), n) for e, n in encoders]
+
+    def encode():
+        with torch.no_grad():
+            for encoder, tokens in encoders:
+                encoder(torch.randint(0, 32000 if tokens == 256 else 49000, (1, tokens), device=device))
+        _sync(device)
+
+    encode()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        encode()
+    seconds = (time.perf_counter() - started) / repeats
+    encoders.clear()  # free the GPU memory before the next measurement
+    return seconds
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_memory_gb(device) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+
+
+def _reset_peak(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def timed(run, device, repeats: int) -> float:
+    """Median seconds of ``run()`` after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        run()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def firewall(backend, image, settings, twin_n_max: int, device, repeats: int) -> dict:
+    """The whole firewall for one photo (identity edit, heal, identity edit of the healed
+    photo in the same call, mask; ``twin_from=patient``) and its peak memory. The heal uses
+    the identity edit's schedule over its last ``twin_n_max`` steps (the phantom model heals
+    over its last 2 of 28; SD3 / FLUX twin settings are not tuned yet: no real weights here)."""
+    from deid_client.surrogates import make_surrogate
+
+    twin = settings.with_overrides(n_max=twin_n_max)
+
+    def run():
+        return make_surrogate(backend, image, settings, twin, theta=5.0)
+
+    _reset_peak(device)
+    seconds = timed(run, device, repeats)
+    return {"firewall_seconds": seconds, "firewall_peak_memory_gb": _peak_memory_gb(device)}
+
+
+def batch_throughput(backend, image, settings, device, repeats: int, sizes=(1, 2, 4)) -> dict:
+    """Seconds per identity edit when ``n`` photos share each transformer call."""
+    out = {}
+    for n in sizes:
+        faces = [np.roll(image, 7 * i, axis=1) for i in range(n)]  # n different photos
+        out[str(n)] = timed(lambda faces=faces: backend.edit_batch(faces, settings), device, repeats) / n
+    return out
+
+
+def optimisations(backend, image, settings, device, repeats: int, names: list[str]) -> dict:
+    """Seconds per identity edit with each optimisation on and off, in this same run."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def edit():
+        return backend.edit(image, settings)
+
+    out = {}
+    for name in names:
+        if name == "sdpa":  # off: PyTorch's plain math attention instead of the fused kernels
+            def off():
+                with sdpa_kernel(SDPBackend.MATH):
+                    edit()
+            out[name] = {"on": timed(edit, device, repeats), "off": timed(off, device, repeats)}
+        elif name == "compile":
+            plain = backend.pipe.transformer
+            off = timed(edit, device, repeats)
+            backend.pipe.transformer = torch.compile(plain)
+            started = time.perf_counter()
+            edit()  # compiles
+            compile_seconds = time.perf_counter() - started
+            try:
+                out[name] = {"on": timed(edit, device, repeats), "off": off,
+                             "compile_seconds": compile_seconds}
+            finally:
+                backend.pipe.transformer = plain
+        elif name == "prompt_cache":  # off: every edit encodes its prompts again
+            if backend._text_encoders_freed:  # --arch full has no text encoders: see main()
+                continue
+
+            def off():
+                backend._prompts.clear()
+                edit()
+            out[name] = {"on": timed(edit, device, repeats), "off": timed(off, device, repeats)}
+        elif name == "vae_tiling":
+            _reset_peak(device)
+            off = timed(edit, device, repeats)
+            off_memory = _peak_memory_gb(device)
+            backend.pipe.vae.enable_tiling()
+            _reset_peak(device)
+            try:
+                out[name] = {"on": timed(edit, device, repeats), "off": off,
+                             "peak_memory_gb_on": _peak_memory_gb(device), "peak_memory_gb_off": off_memory}
+            finally:
+                backend.pipe.vae.disable_tiling()
+        else:
+            raise ValueError(f"unknown optimisation {name!r}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="FlowEdit per-edit timings")
     parser.add_argument("--arch", choices=("tiny", "full"), default="tiny")
@@ -137,6 +284,12 @@ def main() -> None:
     parser.add_argument("--size", default="256x192", help="WIDTHxHEIGHT of the input")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--firewall", action="store_true",
+                        help="also: the whole firewall, photos per call, text encoders, optimisations")
+    parser.add_argument("--optimisations", default="sdpa,prompt_cache,vae_tiling,compile",
+                        help="with --firewall: comma-separated, each timed on and off")
+    parser.add_argument("--twin-n-max", type=int, help="with --firewall: the heal's window "
+                        "(default: the last quarter of the schedule)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -156,16 +309,38 @@ def main() -> None:
             backend = backend_for(pipe, device=device, dtype=dtype, max_sequence_length=32)
         else:
             backend = backend_for(full_pipeline(family, dtype, device), device=device, dtype=dtype)
-            random_prompts(backend, (SRC, TGT), device, dtype)
+            random_prompts(backend, (SRC, TGT, healthy_prompt(SRC)), device, dtype)
         settings = backend.settings(SRC, TGT, max_side=max(width, height))
+        _reset_peak(device)
         ours = measure(backend, image, settings, args.repeats, True, device)
+        peak = _peak_memory_gb(device)
         base = measure(backend, image, settings, args.repeats, False, device)
         results[family] = {"arch": args.arch, "device": str(device), "size": f"{width}x{height}",
                            "steps": settings.steps, "n_max": settings.n_max, **ours,
+                           "peak_memory_gb": peak,
                            "baseline_seconds_per_edit": base["seconds_per_edit"],
                            "baseline_transformer_calls": base["transformer_calls"],
                            "speedup_vs_baseline": base["seconds_per_edit"] / ours["seconds_per_edit"]}
+        if device.type == "cuda":
+            results[family]["gpu"] = torch.cuda.get_device_name(device)
+        if args.firewall:
+            r = results[family]
+            twin_n_max = args.twin_n_max or max(1, round(settings.steps / 4))
+            r |= firewall(backend, image, settings, twin_n_max, device, args.repeats)
+            r["twin_n_max"] = twin_n_max
+            r["seconds_per_edit_by_photos_per_call"] = batch_throughput(backend, image, settings, device,
+                                                                        args.repeats)
+            names = [n for n in args.optimisations.split(",") if n]
+            r["optimisations"] = optimisations(backend, image, settings, device, args.repeats, names)
+            if args.arch == "full" and "prompt_cache" in names:  # the encoders' measured cost
+                text = text_encoder_seconds(family, device, dtype, args.repeats)
+                prompts = 3 if family == "sd3" else 2  # source, target (and SD3's empty prompt)
+                r["optimisations"]["prompt_cache"] = {
+                    "on": r["seconds_per_edit"], "off": r["seconds_per_edit"] + prompts * text,
+                    "text_encoding_seconds_per_prompt": text}
         del backend
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -175,6 +350,10 @@ def main() -> None:
               f"{100 * r['share_outside_transformer']:.1f}% outside the transformer | "
               f"baseline (sides in separate calls): {r['baseline_seconds_per_edit']:.3f} s, "
               f"{r['baseline_transformer_calls']} calls, speed-up x{r['speedup_vs_baseline']:.2f}")
+        if args.firewall:
+            print(f"     whole firewall {r['firewall_seconds']:.3f} s; per edit by photos per call "
+                  f"{ {k: round(v, 3) for k, v in r['seconds_per_edit_by_photos_per_call'].items()} }; "
+                  f"optimisations {json.dumps(r['optimisations'])}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ IDENTITY_GRID = ([{"identity.n_max": n} for n in (18, 20, 22, 25, 28)]
                  # how far the surrogates are from the patient (surrogate_targets) against guidance
                  + [{"min_change": m, "identity.gamma_src": g, "identity.gamma_tgt": g}
                     for m in (1, 3) for g in (2.0, 2.5, 3.0, 4.0)])
+# Fewer steps over the whole schedule: the identity edit's cost is its transformer calls
+# (benchmarks/firewall.py), so this is the CPU's speed lever.
+STEPS_GRID = [{"identity.steps": n, "identity.n_max": n} for n in (4, 5, 7, 10, 14, 20, 28)]
 # The contrast term trains the unguided caption difference, so the twin edit is tried with
 # equal guidance on both sides; it was trained at t < 0.2, so with short windows.
 TWIN_GRID = ([{"twin_from": "surrogate"}] + [{"twin.n_max": n} for n in (2, 3, 4, 6)]
@@ -179,7 +182,8 @@ def sweep(n_patients: int, n_identities: int, train_sessions: int, out: Path | N
     cohort = patients(n_patients, train_sessions, SWEEP_SEED)
     _log(f"sweep patients: re-ID of held-out originals {cohort.reid_original:.2f}")
     rows = []
-    chosen = {"identity": [IDENTITY_GRID], "twin": [TWIN_GRID], "both": [IDENTITY_GRID, TWIN_GRID]}
+    chosen = {"identity": [IDENTITY_GRID], "twin": [TWIN_GRID], "steps": [STEPS_GRID],
+              "both": [IDENTITY_GRID, TWIN_GRID]}
     for grid in chosen[grids]:
         for point in grid:
             overrides = [f"{k}={v}" for k, v in point.items()]
@@ -208,7 +212,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--sweep", action="store_true", help="run the settings sweep instead")
     parser.add_argument("--sweep-patients", type=int, default=10)
-    parser.add_argument("--grid", choices=("identity", "twin", "both"), default="both",
+    parser.add_argument("--grid", choices=("identity", "twin", "steps", "both"), default="both",
                         help="which part of the sweep to run")
     parser.add_argument("--pictures", type=Path, help="write per-patient picture rows here")
     parser.add_argument("--out", type=Path, help="write the full result (and sweep.csv) here")

@@ -158,18 +158,21 @@ def test_surrogate_masks_find_the_patients_lesion(backend, cfg, twin_from, bar):
     """The identity edit carries the lesion onto the synthetic person (the carry term of
     training stage 4), so the surrogate's own mask finds the patient's lesion; more of it
     when the twin edit heals the patient's photo than when it heals the generated surrogate
-    (shipped weights and settings: 0.65 and 0.37; the stage-3 weights, without the carry
-    term, 0.20 from the surrogate at the earlier guidance 4)."""
+    (shipped weights and settings: 0.62 and 0.38 here, 0.73 and 0.57 on the benchmark's
+    sweep patients; the stage-3 weights, without the carry term, 0.20 from the surrogate at
+    the earlier guidance 4). 24 surrogates: with 8 a draw's mean strays by 0.1 or more."""
     rng = np.random.default_rng(21)
-    ious = []
-    for kind in LESION_KINDS:
+    photos, edits, truths = [], [], []
+    for kind in LESION_KINDS * 3:
         person = sample_identity(rng)
         phantom = render_phantom(person, sample_lesion(rng, kind), 64)
         for target in surrogate_targets(person, 2, rng, min_change=cfg.min_change):
-            result = make_surrogate(backend, phantom.image, cfg.identity.with_overrides(
-                source_prompt=prompt_for(person), target_prompt=target), cfg.twin, theta=cfg.theta,
-                twin_from=twin_from)
-            ious.append(iou(result.mask, phantom.mask))
+            photos.append(phantom.image)
+            edits.append(cfg.identity.with_overrides(source_prompt=prompt_for(person),
+                                                     target_prompt=target))
+            truths.append(phantom.mask)
+    results = make_surrogates(backend, photos, edits, cfg.twin, theta=cfg.theta, twin_from=twin_from)
+    ious = [iou(r.mask, truth) for r, truth in zip(results, truths, strict=True)]
     assert np.mean(ious) > bar, np.round(ious, 2)
 
 

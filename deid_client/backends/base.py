@@ -18,7 +18,7 @@ __all__ = ["EditSettings", "DiffusersBackend", "working_size", "row_scales", "st
 
 #: Images per edit call on a CPU: the phantom model is arithmetic-bound there, and larger
 #: batches stop paying (benchmarks/firewall.py; docs/firewall_throughput.md).
-CPU_BATCH = 16
+CPU_BATCH = 4
 
 
 @dataclass(frozen=True)

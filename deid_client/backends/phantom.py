@@ -25,7 +25,7 @@ class PhantomBackend(SD3Backend):
 
     family = "phantom"
     # The identity edit of conf/flowedit/phantom.yaml, tuned with `benchmarks/phantom_deid.py --sweep`.
-    defaults = {"steps": 28, "n_max": 28, "n_min": 0, "n_avg": 1,
+    defaults = {"steps": 7, "n_max": 7, "n_min": 0, "n_avg": 1,
                 "gamma_src": 2.5, "gamma_tgt": 2.5, "max_side": IMAGE_SIZE}
 
     def __init__(self, pipe, *, device=None, dtype=None, cpu_offload: bool = False,

@@ -1,0 +1,44 @@
+"""The benchmark scripts a GPU session runs must not rot on the CPU: tiny sizes, one repeat.
+
+They print figures; nothing here asserts a speed (benchmarks measure, tests do not time).
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*argv: str) -> dict:
+    done = subprocess.run([sys.executable, *argv, "--json"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+@pytest.mark.slow
+def test_flowedit_firewall_benchmark_runs_at_small_size():
+    result = _run("benchmarks/flowedit.py", "--family", "sd3", "--size", "64x48", "--repeats", "1",
+                  "--firewall", "--optimisations", "sdpa,prompt_cache,vae_tiling")["sd3"]
+    assert result["transformer_calls"] == 33 and result["baseline_transformer_calls"] == 66
+    assert set(result["optimisations"]) == {"sdpa", "prompt_cache", "vae_tiling"}
+    assert all(v["on"] > 0 and v["off"] > 0 for v in result["optimisations"].values())
+    assert set(result["seconds_per_edit_by_photos_per_call"]) == {"1", "2", "4"}
+    assert result["firewall_seconds"] > 0 and result["twin_n_max"] == 12
+
+
+@pytest.mark.slow
+def test_firewall_benchmark_compares_batched_and_single_on_the_same_photos():
+    result = _run("benchmarks/firewall.py", "--photos", "3", "--repeats", "1", "--skip-main-job",
+                  "--batch-size", "3", "identity.steps=3", "identity.n_max=3")
+    assert result["photos"] == 3 and result["batch_size"] == 3 and result["max_difference"] <= 1
+    # one call per step for the batch (2 heal + 3 identity steps); per photo on the single side
+    assert result["batched"]["transformer_calls"] == 5
+    assert result["single"]["transformer_calls"] == 3 * 5
+    assert result["single"]["transformer_rows"] == result["batched"]["transformer_rows"]
+    assert result["speedup"] == pytest.approx(
+        result["photos_per_second_batched"] / result["photos_per_second_single"])
