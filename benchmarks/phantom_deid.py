@@ -5,14 +5,20 @@
     python benchmarks/phantom_deid.py --pictures out/ # also a grid: source, surrogates, twin, masks
 
 Held-out patients (never seen by the phantom model) are photographed in
-several sessions. A re-identification CNN learns to name them from
-``--train-sessions`` sessions each; ``reid_original`` is its top-1 rate on
-their other sessions. One held-out photo per patient is the source: each of
-``--identities`` target prompts (alternating sex class, ``min_change`` or more steps
-from the patient) gives one surrogate and its healthy twin (``deid_client.surrogates``),
-with the settings in ``conf/surrogate.yaml``. ``reid_surrogate`` is the share of
-surrogates the CNN still attributes to their patient (chance: 1 / patients),
-``reid_twin`` the same for their healthy twins (released with them); the lesion
+several sessions. Three attackers (``deid_client.reid``) learn them from
+``--train-sessions`` sessions each: ``cnn`` (a CNN that names them), ``aware`` (the
+same CNN trained by an attacker who knows the defence recolours: grayscale photos, each
+session also taken with the patient's colours drawn anew) and ``dlib`` (dlib's face
+embedding, never trained on phantoms, nearest neighbour over those sessions as a
+gallery). ``reid_original_<attacker>`` is each one's top-1 rate on the patients' other
+sessions: an attacker that cannot recognise originals proves nothing. One held-out
+photo per patient is the source: each of ``--identities`` target prompts (alternating
+sex class, ``min_change`` or more steps from the patient) gives one surrogate and its
+healthy twin (``deid_client.surrogates``), with the settings in ``conf/surrogate.yaml``.
+``reid_surrogate_<attacker>`` is the share of surrogates it still attributes to their
+patient (chance: 1 / patients), ``reid_twin_<attacker>`` the same for their healthy
+twins (released with them); ``reid_surrogate`` and ``reid_twin`` are the worst
+attacker's (``worst_attacker``), the figures to quote. The lesion
 IoU compares each surrogate's mask with the source's ground-truth mask.
 ``lesion_iou_twin_only`` runs the twin edit on the original photo
 itself: the mask error that is not due to the identity change (with
@@ -38,7 +44,7 @@ from deid_client.images import write_image
 from deid_client.masks import calibrate_threshold, differential_mask, erythema_map
 from deid_client.metrics import iou
 from deid_client.phantom_flow.prompts import prompt_for
-from deid_client.reid import identify, photo_sessions, train_reid
+from deid_client.reid import AwareAttacker, CnnAttacker, DlibAttacker, photo_sessions
 from deid_client.surrogates import heal_settings, make_surrogates, surrogate_targets
 
 BENCH_SEED = 2026  # patients for the figures
@@ -57,6 +63,9 @@ IDENTITY_GRID = ([{"identity.n_max": n} for n in (18, 20, 22, 25, 28)]
 # Fewer steps over the whole schedule: the identity edit's cost is its transformer calls
 # (benchmarks/firewall.py), so this is the CPU's speed lever.
 STEPS_GRID = [{"identity.steps": n, "identity.n_max": n} for n in (4, 5, 7, 10, 14, 20, 28)]
+# Stronger identity edits against every attacker (the defence-aware one and dlib see what
+# colour changes leave: the patient's face geometry).
+PRIVACY_GRID = [{"identity.gamma_src": g, "identity.gamma_tgt": g} for g in (2.5, 4.0, 6.0, 9.0)]
 # The contrast term trains the unguided caption difference, so the twin edit is tried with
 # equal guidance on both sides; it was trained at t < 0.2, so with short windows.
 TWIN_GRID = ([{"twin_from": "surrogate"}] + [{"twin.n_max": n} for n in (2, 3, 4, 6)]
@@ -75,8 +84,8 @@ class Patients:
     sessions: list
     people: list
     train_sessions: int
-    reid: object
-    reid_original: float
+    attackers: list
+    reid_original: dict  # attacker name -> its top-1 rate on held-out originals
     reid_seconds: float
     seed: int
 
@@ -86,11 +95,15 @@ def patients(n_patients: int, train_sessions: int, seed: int) -> Patients:
     train_images = np.stack([p.image for s in sessions for p in s[:train_sessions]])
     labels = np.repeat(np.arange(n_patients), train_sessions)
     started = time.perf_counter()
-    reid = train_reid(train_images, labels, epochs=60, seed=seed)
+    _log("attackers: cnn, aware (recoloured grayscale sessions), dlib (gallery)")
+    attackers = [CnnAttacker(train_images, labels, epochs=60, seed=seed),
+                 AwareAttacker([s[:train_sessions] for s in sessions], people, epochs=60, seed=seed),
+                 DlibAttacker(train_images, labels)]
     reid_seconds = time.perf_counter() - started
     held_out = np.stack([p.image for s in sessions for p in s[train_sessions:]])
-    reid_original = float((identify(reid, held_out) == np.repeat(np.arange(n_patients), 2)).mean())
-    return Patients(sessions, people, train_sessions, reid, reid_original, reid_seconds, seed)
+    truth = np.repeat(np.arange(n_patients), 2)
+    reid_original = {a.name: float((a.identify(held_out) == truth).mean()) for a in attackers}
+    return Patients(sessions, people, train_sessions, attackers, reid_original, reid_seconds, seed)
 
 
 def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
@@ -98,11 +111,10 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
     """Every figure for one configuration (see the module docstring)."""
     cfg = compose_surrogate(overrides)
     backend = cfg.model.load()
-    sessions, people, train_sessions, reid = (cohort.sessions, cohort.people, cohort.train_sessions,
-                                              cohort.reid)
+    sessions, people, train_sessions = cohort.sessions, cohort.people, cohort.train_sessions
     n_patients, seed = len(people), cohort.seed
     rng = np.random.default_rng([seed, 0xDE1D])
-    ious, attributed, twins_attributed, rows = [], [], [], []
+    ious, released, rows = [], [], []
     twin_only, edit_seconds, twin_seconds, tiles = [], 0.0, 0.0, []
     diffs, truths = [], []  # for the threshold these surrogates would have wanted
     for patient, (person, photos) in enumerate(zip(people, sessions, strict=True)):
@@ -127,22 +139,19 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
             diffs.append(erythema_map(result.image, result.healthy))
             truths.append(source.mask)
             rows.append((patient, slot, target, ious[-1]))
-        attributed.extend(identify(reid, np.stack([r.image for r in surrogates])) == patient)
-        twins_attributed.extend(identify(reid, np.stack([r.healthy for r in surrogates])) == patient)
+        released += surrogates
         if pictures is not None and patient < 8:
             tiles += _picture_row(source, twin, surrogates)
         _log(f"  patient {patient + 1}/{n_patients}: IoU "
-             f"{np.mean(ious[-n_identities:]):.2f}, re-identified {int(np.sum(attributed[-n_identities:]))}"
-             f"/{n_identities}")
+             f"{np.mean(ious[-n_identities:]):.2f}")
     if tiles:
         pictures.mkdir(parents=True, exist_ok=True)
         write_image(pictures / "surrogates.png", image_grid(tiles, ncols=len(tiles) // min(8, n_patients)))
+    attacks = attack(cohort, released, n_identities)
     by_slot = np.array(ious).reshape(n_patients, n_identities)
     theta_star, iou_at_theta_star = calibrate_threshold(diffs, truths)
     return {
-        "reid_original": cohort.reid_original,
-        "reid_surrogate": float(np.mean(attributed)),
-        "reid_twin": float(np.mean(twins_attributed)),  # the twins are released too
+        **attacks,
         "reid_chance": 1.0 / n_patients,
         "lesion_iou_mean": float(np.mean(ious)),
         "lesion_iou_std": float(np.std(ious)),
@@ -167,6 +176,29 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
     }
 
 
+def attack(cohort: Patients, released: list, n_identities: int) -> dict:
+    """Each attacker's share of surrogates and of their twins attributed to their patient
+    (and its rate on held-out originals), and the worst attacker's, which is the figure
+    to quote: ``reid_surrogate`` and ``reid_twin`` are the highest over attackers."""
+    patient_of = np.repeat(np.arange(len(cohort.people)), n_identities)
+    out = {}
+    for attacker in cohort.attackers:
+        for kind, images in (("surrogate", [r.image for r in released]),
+                             ("twin", [r.healthy for r in released])):
+            out[f"reid_{kind}_{attacker.name}"] = float(
+                (attacker.identify(np.stack(images)) == patient_of).mean())
+        out[f"reid_original_{attacker.name}"] = cohort.reid_original[attacker.name]
+    names = [a.name for a in cohort.attackers]
+    worst = max(names, key=lambda n: (out[f"reid_surrogate_{n}"], out[f"reid_twin_{n}"]))
+    dlib = next((a for a in cohort.attackers if a.name == "dlib"), None)
+    return {"reid_surrogate": max(out[f"reid_surrogate_{n}"] for n in names),
+            "reid_twin": max(out[f"reid_twin_{n}"] for n in names),
+            "worst_attacker": worst,
+            "reid_original": min(cohort.reid_original.values()),  # the weakest on the originals
+            **out,
+            "dlib_no_face": None if dlib is None else dlib.no_face}
+
+
 def _picture_row(source, twin, surrogates) -> list[np.ndarray]:
     """Source, its ground truth, its own twin; per surrogate: image, twin, mask vs truth
     (green: missed, magenta: extra, white: agreement). Doubled in size to be seen."""
@@ -180,9 +212,10 @@ def sweep(n_patients: int, n_identities: int, train_sessions: int, out: Path | N
           grids: str = "both") -> list[dict]:
     """Identity-edit settings (privacy vs IoU), then twin-edit settings (IoU), on sweep patients."""
     cohort = patients(n_patients, train_sessions, SWEEP_SEED)
-    _log(f"sweep patients: re-ID of held-out originals {cohort.reid_original:.2f}")
+    _log(f"sweep patients: re-ID of held-out originals {cohort.reid_original}")
     rows = []
     chosen = {"identity": [IDENTITY_GRID], "twin": [TWIN_GRID], "steps": [STEPS_GRID],
+              "privacy": [PRIVACY_GRID],
               "both": [IDENTITY_GRID, TWIN_GRID]}
     for grid in chosen[grids]:
         for point in grid:
@@ -190,7 +223,9 @@ def sweep(n_patients: int, n_identities: int, train_sessions: int, out: Path | N
             _log(f"sweep: {' '.join(overrides)}")
             result = evaluate(overrides, cohort, n_identities)
             rows.append({**point, **{k: round(result[k], 4) for k in (
-                "reid_surrogate", "reid_twin", "lesion_iou_mean", "lesion_iou_std", "lesion_iou_twin_only",
+                "reid_surrogate", "reid_twin", *(f"reid_{k}_{a.name}" for a in cohort.attackers
+                                                 for k in ("surrogate", "twin")),
+                "lesion_iou_mean", "lesion_iou_std", "lesion_iou_twin_only",
                 "theta_star", "lesion_iou_at_theta_star", "seconds_per_image")}})
             _log(f"  -> {rows[-1]}")
     if out is not None:
@@ -212,7 +247,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--sweep", action="store_true", help="run the settings sweep instead")
     parser.add_argument("--sweep-patients", type=int, default=10)
-    parser.add_argument("--grid", choices=("identity", "twin", "steps", "both"), default="both",
+    parser.add_argument("--grid", choices=("identity", "twin", "steps", "privacy", "both"), default="both",
                         help="which part of the sweep to run")
     parser.add_argument("--pictures", type=Path, help="write per-patient picture rows here")
     parser.add_argument("--out", type=Path, help="write the full result (and sweep.csv) here")

@@ -1,21 +1,41 @@
 """Phantom re-identification: can a photo still be linked to its patient?
 
-A small CNN learns to name each synthetic patient from several photos taken in
-different sessions (lighting, backdrop, clothes, jewellery, flush) with
-different lesions. Shown a surrogate, it tells whether the surrogate still
-looks like the patient it came from.
+Three attackers, each shown photos of known patients (several sessions: lighting,
+backdrop, clothes, jewellery, flush, lesions) and then asked who a new photo shows:
+
+- ``cnn``: a small CNN trained to name each patient from their photos;
+- ``aware``: the same CNN trained by an attacker who knows the defence changes skin
+  tone and hair colour: on grayscale photos of the patients with those colours drawn
+  anew (:func:`recoloured`), so that only geometry and marks are left to learn;
+- ``dlib``: a real face recogniser never trained on phantoms (dlib's ResNet embedding,
+  :mod:`deid_client.audit`), nearest neighbour over a gallery of the patients' photos.
+
+Shown a surrogate, each tells whether it still looks like the patient it came from.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .phantom import Identity, Phantom, new_session, render_phantom, sample_identity, sample_lesion
+from .phantom import (
+    HAIR_COLOURS,
+    IRIS_COLOURS,
+    SKIN_TYPES,
+    Identity,
+    Phantom,
+    new_session,
+    render_phantom,
+    sample_identity,
+    sample_lesion,
+)
 
-__all__ = ["photo_sessions", "reid_cohort", "ReIdNet", "train_reid", "identify", "top1"]
+__all__ = ["photo_sessions", "reid_cohort", "ReIdNet", "train_reid", "identify", "top1", "recoloured",
+           "grayscale", "Attacker", "CnnAttacker", "AwareAttacker", "DlibAttacker", "ATTACKERS"]
 
 
 def photo_sessions(
@@ -114,3 +134,105 @@ def identify(model: ReIdNet, images: np.ndarray, batch_size: int = 64) -> np.nda
 def top1(model: ReIdNet, images: np.ndarray, labels: np.ndarray) -> float:
     """Share of photos attributed to the right patient."""
     return float((identify(model, images) == np.asarray(labels)).mean())
+
+
+def recoloured(person: Identity, rng: np.random.Generator) -> Identity:
+    """The same face with its colours drawn anew: skin type and tone, hair and iris colour
+    (what the firewall's target prompts change). Face shape, features, hair style, hairline,
+    freckles and moles stay.
+
+    >>> person = sample_identity(np.random.default_rng(0))
+    >>> other = recoloured(person, np.random.default_rng(1))
+    >>> other.face_width == person.face_width and other.hair_style == person.hair_style
+    True
+    """
+    skin = int(rng.integers(1, 7))
+    lightness, a, b = SKIN_TYPES[skin]
+    return replace(person, skin_type=skin,
+                   skin_lab=(lightness + rng.uniform(-3, 3), a + rng.uniform(-2, 2), b + rng.uniform(-3, 3)),
+                   hair_colour=str(rng.choice(sorted(HAIR_COLOURS))),
+                   iris=str(rng.choice(sorted(IRIS_COLOURS))))
+
+
+def grayscale(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB (N, H, W, 3) -> its luminance (ITU-R 601) in all three channels."""
+    luma = np.asarray(images, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat(np.clip(luma + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+class Attacker:
+    """Names the patient a photo shows (0..n_patients-1)."""
+
+    name: str
+
+    def identify(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class CnnAttacker(Attacker):
+    """:func:`train_reid` on the patients' photos."""
+
+    name = "cnn"
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, epochs: int = 60, seed: int = 0):
+        self.model = train_reid(images, labels, epochs=epochs, seed=seed)
+
+    def identify(self, images: np.ndarray) -> np.ndarray:
+        return identify(self.model, images)
+
+
+class AwareAttacker(CnnAttacker):
+    """Knows the defence recolours: trained on grayscale photos of the patients, each
+    session also taken again with the patient's colours drawn anew; sees grayscale."""
+
+    name = "aware"
+
+    def __init__(self, sessions: list[list[Phantom]], people: list[Identity], *, epochs: int = 60,
+                 seed: int = 0):
+        rng = np.random.default_rng([seed, 0xA7])
+        photos, labels = [], []
+        for label, (person, photographed) in enumerate(zip(people, sessions, strict=True)):
+            for phantom in photographed:
+                photos.append(phantom.image)
+                again = new_session(recoloured(person, rng), rng)
+                photos.append(render_phantom(again, sample_lesion(rng), phantom.image.shape[0]).image)
+                labels += [label, label]
+        super().__init__(grayscale(np.stack(photos)), np.array(labels), epochs=epochs, seed=seed)
+
+    def identify(self, images: np.ndarray) -> np.ndarray:
+        return super().identify(grayscale(images))
+
+
+class DlibAttacker(Attacker):
+    """dlib's face embedding, nearest neighbour over a gallery of the patients' photos.
+    A photo in which dlib finds no face is embedded with the whole image as the face box
+    (phantoms are centred), against the gallery embedded the same way: no photo escapes
+    by hiding its face from the detector."""
+
+    name = "dlib"
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        from .audit import face_embedding
+
+        self._embed = face_embedding
+        self.labels = np.asarray(labels)
+        self.found = [face_embedding(im) for im in images]
+        self.whole = np.stack([face_embedding(im, find_face=False) for im in images])
+        self.no_face = 0  # probes without a detected face so far
+
+    def identify(self, images: np.ndarray) -> np.ndarray:
+        found = [i for i, e in enumerate(self.found) if e is not None]
+        gallery = np.stack([self.found[i] for i in found])
+        out = []
+        for image in images:
+            embedding = self._embed(image)
+            if embedding is None:
+                self.no_face += 1
+                distances = np.linalg.norm(self.whole - self._embed(image, find_face=False), axis=1)
+                out.append(self.labels[int(distances.argmin())])
+            else:
+                out.append(self.labels[found[int(np.linalg.norm(gallery - embedding, axis=1).argmin())]])
+        return np.array(out)
+
+
+ATTACKERS = ("cnn", "aware", "dlib")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from .cohort import MANIFEST, Case, plan_cohort, render_case, write_cohort
-from .identity import SEXES, SKIN_TYPES, Identity, new_session, sample_identity
+from .identity import HAIR_COLOURS, IRIS_COLOURS, SEXES, SKIN_TYPES, Identity, new_session, sample_identity
 from .lesions import LESION_KINDS, Lesion, sample_lesion
 from .render import MAX_SIZE, MIN_SIZE, Phantom, anchors, face_box, render_phantom
 
 __all__ = [
-    "Identity", "Lesion", "Phantom", "LESION_KINDS", "SEXES", "SKIN_TYPES", "MIN_SIZE",
+    "Identity", "Lesion", "Phantom", "LESION_KINDS", "SEXES", "SKIN_TYPES", "HAIR_COLOURS",
+    "IRIS_COLOURS", "MIN_SIZE",
     "MAX_SIZE", "sample_identity", "new_session", "sample_lesion", "render_phantom", "make_phantom",
     "anchors", "face_box", "Case", "plan_cohort", "render_case", "write_cohort", "MANIFEST",
 ]
