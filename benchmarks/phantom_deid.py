@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from deid_client.config import compose_surrogate
-from deid_client.figures import comparison_overlay, image_grid, mask_overlay
+from deid_client.figures import comparison_overlay, image_grid, mask_overlay, save_figure, tradeoff_figure
 from deid_client.images import write_image
 from deid_client.masks import calibrate_threshold, differential_mask, erythema_map
 from deid_client.metrics import iou
@@ -231,6 +231,11 @@ def sweep(n_patients: int, n_identities: int, train_sessions: int, out: Path | N
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         keys = sorted({k for r in rows for k in r}, key=lambda k: (not k.startswith(("identity", "twin")), k))
+        if grids == "privacy":
+            save_figure(tradeoff_figure(rows, [a.name for a in cohort.attackers],
+                                        label="identity.gamma_tgt",
+                                        title="identity-edit guidance γ (points): privacy vs lesion"),
+                        out / "privacy_tradeoff.png")
         with open(out / "sweep.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, keys)
             writer.writeheader()

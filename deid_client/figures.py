@@ -136,6 +136,25 @@ def histogram_figure(
     return fig
 
 
+def tradeoff_figure(rows: Sequence[Mapping[str, float]], attackers: Sequence[str], *, label: str,
+                    title: str = "") -> Figure:
+    """Each attacker's re-identification (``reid_surrogate_<attacker>``) against lesion IoU
+    (``lesion_iou_mean``), one point per row, labelled by its ``label`` value."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=100, layout="constrained")
+    iou = [r["lesion_iou_mean"] for r in rows]
+    for name in attackers:
+        ax.plot(iou, [r[f"reid_surrogate_{name}"] for r in rows], "o-", label=name)
+    for r in rows:
+        ax.annotate(f"{r[label]:g}", (r["lesion_iou_mean"], max(r[f"reid_surrogate_{n}"] for n in attackers)),
+                    textcoords="offset points", xytext=(3, 4), fontsize=8)
+    ax.set_xlabel("lesion IoU of the surrogate masks")
+    ax.set_ylabel("surrogates re-identified")
+    ax.set_ylim(0, 1)
+    ax.legend(title="attacker")
+    ax.set_title(title)
+    return fig
+
+
 def figure_to_array(fig: Figure) -> np.ndarray:
     """Render a matplotlib figure to a uint8 RGB array and close it."""
     fig.canvas.draw()
