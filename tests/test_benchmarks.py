@@ -42,3 +42,17 @@ def test_firewall_benchmark_compares_batched_and_single_on_the_same_photos():
     assert result["single"]["transformer_rows"] == result["batched"]["transformer_rows"]
     assert result["speedup"] == pytest.approx(
         result["photos_per_second_batched"] / result["photos_per_second_single"])
+
+
+@pytest.mark.slow
+def test_deid_benchmark_reports_every_attacker_and_quotes_the_worst():
+    result = _run("benchmarks/phantom_deid.py", "--patients", "3", "--identities", "2",
+                  "--train-sessions", "2", "identity.steps=2", "identity.n_max=2")
+    attackers = ("cnn", "aware", "dlib")
+    for name in attackers:
+        for kind in ("original", "surrogate", "twin"):
+            assert 0.0 <= result[f"reid_{kind}_{name}"] <= 1.0
+    assert result["reid_surrogate"] == max(result[f"reid_surrogate_{n}"] for n in attackers)
+    assert result["reid_twin"] == max(result[f"reid_twin_{n}"] for n in attackers)
+    assert result["reid_surrogate"] == result[f"reid_surrogate_{result['worst_attacker']}"]
+    assert result["surrogates"] == 6 and result["reid_chance"] == pytest.approx(1 / 3)
