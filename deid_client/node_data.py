@@ -71,7 +71,9 @@ class DataConfig:
         if self.mask_source == "surrogate":
             from .config import compose_surrogate
 
-            settings["surrogate"] = asdict(compose_surrogate())
+            # batch_size decides speed, not the surrogates: it stays out of the key
+            settings["surrogate"] = {k: v for k, v in asdict(compose_surrogate()).items()
+                                     if k != "batch_size"}
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
         if self.data_dir:
             root = Path(self.data_dir)

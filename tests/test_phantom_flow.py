@@ -355,3 +355,6 @@ def test_surrogate_node_cache_follows_the_firewall_settings(monkeypatch):
     monkeypatch.setattr(config_module, "compose_surrogate",
                         lambda overrides=None: shipped(["identity.gamma_src=3", *(overrides or [])]))
     assert surrogate.key() != before[0] and oracle.key() == before[1]
+    monkeypatch.setattr(config_module, "compose_surrogate",
+                        lambda overrides=None: shipped(["batch_size=3", *(overrides or [])]))
+    assert surrogate.key() == before[0]  # photos per call change the speed, not the surrogates
