@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -41,10 +42,9 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from deid_client.config import CONFIG_DIR, compose_surrogate
+from deid_client.config import compose_surrogate
 from deid_client.node_data import DataConfig, _phantom_samples, load_node_data
-from deid_client.phantom_flow.prompts import prompt_for
-from deid_client.surrogates import make_surrogate, make_surrogates, surrogate_targets
+from deid_client.surrogates import make_surrogate, make_surrogates
 
 
 def _log(message: str) -> None:
@@ -76,7 +76,9 @@ class TransformerTime:
 
 def main_job_data(**changes) -> DataConfig:
     """The main job's data settings (``conf/data/phantom.yaml``) for hospital 0 of 2."""
-    data = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "data" / "phantom.yaml"))
+    data = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "data"
+                                                 / "phantom.yaml"))
+    data["firewall"] = tuple(shlex.split(data["firewall"]))
     return DataConfig(**{**data, "num_partitions": 2, **changes})
 
 
@@ -120,11 +122,11 @@ def main() -> None:
     samples = _phantom_samples(data)[:args.photos]
     rng = np.random.default_rng(0)
     photos = [s.image for s in samples]
-    edits = [cfg.identity.with_overrides(source_prompt=prompt_for(s.person),
-                                         target_prompt=surrogate_targets(s.person, 1, rng,
-                                                                         min_change=cfg.min_change)[0])
+    edits = [cfg.identity.with_overrides(source_prompt=cfg.prompts.describe(s.attributes),
+                                         target_prompt=cfg.prompts.draw_targets(
+                                             s.attributes, 1, rng, min_change=cfg.min_change)[0])
              for s in samples]
-    common = dict(theta=cfg.theta, min_size=cfg.min_size, twin_from=cfg.twin_from)
+    common = dict(prompts=cfg.prompts, theta=cfg.theta, min_size=cfg.min_size, twin_from=cfg.twin_from)
     batch_size = args.batch_size or cfg.batch_size or max(
         1, backend.images_per_call(photos[0], edits[0]) // (2 if cfg.twin_from == "patient" else 1))
     make_surrogates(backend, photos[:2], edits[:2], cfg.twin, batch_size=2, **common)  # warm-up

@@ -206,12 +206,14 @@ def firewall(backend, image, settings, twin_n_max: int, device, repeats: int) ->
     photo in the same call, mask; ``twin_from=patient``) and its peak memory. The heal uses
     the identity edit's schedule over its last ``twin_n_max`` steps (the phantom model heals
     over its last 2 of 28; SD3 / FLUX twin settings are not tuned yet: no real weights here)."""
+    from deid_client.config import compose_surrogate
     from deid_client.surrogates import make_surrogate
 
     twin = settings.with_overrides(n_max=twin_n_max)
+    prompts = compose_surrogate().prompts  # SRC says the phantom phrase the heal swaps
 
     def run():
-        return make_surrogate(backend, image, settings, twin, theta=5.0)
+        return make_surrogate(backend, image, settings, twin, prompts=prompts, theta=5.0)
 
     _reset_peak(device)
     seconds = timed(run, device, repeats)

@@ -43,9 +43,9 @@ from deid_client.figures import comparison_overlay, image_grid, mask_overlay, sa
 from deid_client.images import write_image
 from deid_client.masks import calibrate_threshold, differential_mask, erythema_map
 from deid_client.metrics import iou
-from deid_client.phantom_flow.prompts import prompt_for
+from deid_client.phantom_flow.prompts import attributes_of, prompt_for
 from deid_client.reid import AwareAttacker, CnnAttacker, DlibAttacker, photo_sessions
-from deid_client.surrogates import heal_settings, make_surrogates, surrogate_targets
+from deid_client.surrogates import heal_settings, make_surrogates
 
 BENCH_SEED = 2026  # patients for the figures
 SWEEP_SEED = 4242  # other patients for choosing settings, so the figures are not tuned on
@@ -57,7 +57,7 @@ IDENTITY_GRID = ([{"identity.n_max": n} for n in (18, 20, 22, 25, 28)]
                     for n in (22, 25, 28) for g in (2.5, 3.0, 6.0)]
                  + [{"identity.n_max": 25, "identity.gamma_src": 1.5, "identity.gamma_tgt": 7.0},
                     {"identity.n_max": 28, "identity.n_avg": 2}]
-                 # how far the surrogates are from the patient (surrogate_targets) against guidance
+                 # how far the surrogates are from the patient (min_change) against guidance
                  + [{"min_change": m, "identity.gamma_src": g, "identity.gamma_tgt": g}
                     for m in (1, 3) for g in (2.0, 2.5, 3.0, 4.0)])
 # Fewer steps over the whole schedule: the identity edit's cost is its transformer calls
@@ -120,10 +120,11 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
     for patient, (person, photos) in enumerate(zip(people, sessions, strict=True)):
         source = photos[train_sessions]
         source_prompt = prompt_for(person)
-        targets = surrogate_targets(person, n_identities, rng, min_change=cfg.min_change)
+        targets = cfg.prompts.draw_targets(attributes_of(person), n_identities, rng,
+                                           min_change=cfg.min_change)
         started = time.perf_counter()
         twin = backend.edit(source.image, heal_settings(cfg.identity.with_overrides(
-            source_prompt=source_prompt), cfg.twin))
+            source_prompt=source_prompt), cfg.twin, cfg.prompts))
         twin_seconds += time.perf_counter() - started
         twin_only.append(iou(differential_mask(source.image, twin, cfg.theta, min_size=cfg.min_size),
                              source.mask))
@@ -131,8 +132,8 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
                     for target in targets]
         started = time.perf_counter()
         surrogates = make_surrogates(backend, [source.image] * len(targets), settings, cfg.twin,
-                                     theta=cfg.theta, min_size=cfg.min_size, twin_from=cfg.twin_from,
-                                     batch_size=cfg.batch_size)
+                                     prompts=cfg.prompts, theta=cfg.theta, min_size=cfg.min_size,
+                                     twin_from=cfg.twin_from, batch_size=cfg.batch_size)
         edit_seconds += time.perf_counter() - started
         for slot, (target, result) in enumerate(zip(targets, surrogates)):
             ious.append(iou(result.mask, source.mask))

@@ -15,14 +15,18 @@ from pathlib import Path
 
 from . import __version__
 from .batch import USER_ERRORS, BatchReport, run_batch
-from .images import atomic_write_bytes
+from .images import IMAGE_SUFFIXES, atomic_write_bytes
 
 EXIT_USAGE, EXIT_PARTIAL = 2, 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # KEY=VALUE overrides may come after the options too
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     try:
         return args.run(args)
     except USER_ERRORS as exc:
@@ -103,6 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recursive", action="store_true")
     p.set_defaults(run=_ingest)
 
+    p = sub.add_parser("firewall", help="a hospital's photos -> surrogates, healthy twins, masks",
+                       description="Every photo of DATA_DIR/images/ (or DATA_DIR) through the firewall: "
+                       "OUT_DIR/surrogates/, healthy/ and masks/ under pseudonymous names, "
+                       "manifest.json, contact_sheet.png. A rerun resumes.")
+    p.add_argument("data_dir", type=Path, metavar="DATA_DIR")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
+    p.add_argument("--model", help="phantom, a diffusers folder, or a Hugging Face id already in the "
+                   "local cache (default: the preset's)")
+    p.add_argument("--device", help="cuda, cuda:1, cpu... (default: the model config's)")
+    p.add_argument("--secret-file", type=Path,
+                   help="site secret for the names (created if missing); else $DEID_SITE_SECRET")
+    p.add_argument("--config", type=Path, help="the site's own firewall YAML (any subset of the keys)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="firewall config overrides, e.g. theta=4.0 identity.n_max=5 preset=sd35_medium")
+    p.set_defaults(run=_firewall)
+
     p = sub.add_parser("demo", help="main job: phantom cohort -> masks -> theta* -> figures")
     p.add_argument("-o", "--output", type=Path, default=Path("outputs/demo"))
     p.add_argument("-n", "--images", type=_positive, default=40)
@@ -170,14 +190,10 @@ def _edit(args) -> int:
     import time
     from dataclasses import asdict
 
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
     from .backends import load_backend
     from .images import read_image, write_image
 
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
+    _quiet_libraries()
     image = read_image(args.image)  # fail fast on a bad input, before loading gigabytes
     if args.output.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise ValueError(f"{args.output}: output must end in .png, .jpg or .jpeg")
@@ -236,6 +252,44 @@ def _ingest(args) -> int:
     report = ingest_folder(args.input, args.output, secret, recursive=args.recursive)
     print(f"wrote {len(report.results)} sanitised images to {args.output}")
     return _report_errors(report, "ingest")
+
+
+def _firewall(args) -> int:
+    from .config import compose_surrogate
+    from .firewall import folder_photos, run_firewall
+    from .pseudonyms import load_site_secret
+
+    if not args.data_dir.is_dir():
+        raise ValueError(f"{args.data_dir}: not a folder")
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise ValueError(f"{bad[0]!r}: overrides are KEY=VALUE (e.g. theta=4.0)")
+    overrides = list(args.overrides)
+    overrides += [f"model.id={args.model}"] if args.model else []
+    overrides += [f"model.device={args.device}"] if args.device else []
+    cfg = compose_surrogate(overrides, args.config)
+    secret = load_site_secret(args.secret_file, create=True)
+    photos = folder_photos(args.data_dir)
+    if not photos:
+        raise ValueError(f"{args.data_dir}: no photos ({', '.join(IMAGE_SUFFIXES)})")
+    _quiet_libraries()
+    report = run_firewall(cfg.model.load(), photos, args.output, cfg, secret=secret)
+    for label, error in report.errors:
+        print(f"deid-client: skipped: {error if error.startswith(label) else f'{label}: {error}'}",
+              file=sys.stderr)
+    print(f"firewall: {len(report.released)} released ({report.reused} from an earlier run), "
+          f"{len(report.errors)} failed -> {args.output} (manifest.json, contact_sheet.png)",
+          file=sys.stderr)
+    return EXIT_PARTIAL if report.errors else 0
+
+
+def _quiet_libraries() -> None:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()  # loading a pipeline is not the work
+    transformers_logging.set_verbosity_error()
 
 
 def _demo(args) -> int:

@@ -5,6 +5,7 @@ Only model arrays and scalar metrics leave: see ``server.privacy``.
 
 from __future__ import annotations
 
+import shlex
 import time
 
 import torch
@@ -17,27 +18,50 @@ from .segmentation import build_unet, evaluate, train_epochs
 app = ClientApp()
 
 
-def _node_data(context: Context):
-    run, node = context.run_config, context.node_config
-    config = DataConfig(
+#: Node-config keys that choose the firewall's model on this site (each -> a firewall override).
+NODE_MODEL_KEYS = {"model": "model.id", "device": "model.device", "dtype": "model.dtype",
+                   "cpu-offload": "model.cpu_offload"}
+
+
+def data_config(run: dict, node: dict) -> DataConfig:
+    """A node's data settings: federation-wide ones from the run config, site ones (where
+    its photos are, its model and device) from the node config."""
+    firewall = shlex.split(str(run.get("firewall", "")))
+    firewall += [f"{override}={_value(node[key])}" for key, override in NODE_MODEL_KEYS.items()
+                 if key in node and node[key] != ""]
+    return DataConfig(
         partition_id=int(node.get("partition-id", 0)),
         num_partitions=int(node.get("num-partitions", 1)),
         data_dir=str(node.get("data-dir", "")),
         images_per_client=int(run["images-per-client"]),
         image_size=int(run["image-size"]),
         mask_source=str(run["mask-source"]),
-        theta=float(run["theta"]),
         non_iid=float(run["non-iid"]),
         eval_fraction=float(run["eval-fraction"]),
         seed=int(run["seed"]),
+        firewall=tuple(firewall),
+        firewall_config=str(node.get("firewall-config", "")),
     )
-    return load_node_data(config, node.get("cache-dir") or default_cache_dir())
+
+
+def _value(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _node_data(context: Context):
+    node = context.node_config
+    return load_node_data(data_config(context.run_config, node),
+                          node.get("cache-dir") or default_cache_dir())
 
 
 def _model(msg: Message, context: Context) -> torch.nn.Module:
     model = build_unet(str(context.run_config["encoder"]), int(context.run_config["encoder-depth"]))
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     return model
+
+
+def _train_device(context: Context) -> str:
+    return str(context.node_config.get("device") or "cpu")
 
 
 @app.train()
@@ -52,7 +76,7 @@ def train(msg: Message, context: Context) -> Message:
         model, data.train_images, data.train_masks,
         epochs=int(context.run_config["local-epochs"]), lr=float(config["lr"]),
         batch_size=int(context.run_config["batch-size"]),
-        device=str(context.node_config.get("device", "cpu")),
+        device=_train_device(context),
         seed=int(config.get("server-round", 0)), proximal_mu=float(config.get("proximal-mu", 0.0)))
     metrics = MetricRecord({"train_loss": loss, "num-examples": len(data.train_images),
                             "time_data_s": data_seconds,
@@ -64,8 +88,11 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
     data = _node_data(context)
-    scores = evaluate(_model(msg, context), data.eval_images, data.eval_masks,
-                      device=str(context.node_config.get("device", "cpu")))
+    if len(data.eval_images):
+        scores = evaluate(_model(msg, context), data.eval_images, data.eval_masks,
+                          device=_train_device(context))
+    else:  # no reference masks here: no score, and no weight in the average (server.strategy)
+        scores = {"loss": 0.0, "dice": 0.0, "iou": 0.0}
     metrics = MetricRecord({f"eval_{k}": v for k, v in scores.items()}
                            | {"num-examples": len(data.eval_images)})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

@@ -1,22 +1,35 @@
-"""Typed views of the Hydra configs in ``conf/``: a model choice and FlowEdit settings."""
+"""Typed views of the firewall's Hydra configs: a model choice, FlowEdit settings, prompts.
+
+The configs ship inside the package (``deid_client/conf``, read with
+``importlib.resources``), so an installed wheel, a Docker image and a Flower app
+all compose the same firewall. A site's own YAML file may override any of it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.resources
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from .backends import EditSettings
+from .prompts import PromptTemplate
 from .surrogates import TwinFrom, check_twin_from
 
-__all__ = ["ModelConfig", "SurrogateConfig", "CONFIG_DIR", "compose_edit", "compose_surrogate",
+__all__ = ["ModelConfig", "SurrogateConfig", "config_dir", "compose_edit", "compose_surrogate",
            "edit_config"]
 
-#: The repository's ``conf/`` folder (``$DEID_CONFIG_DIR`` overrides it).
-CONFIG_DIR = Path(os.environ.get("DEID_CONFIG_DIR", Path(__file__).resolve().parent.parent / "conf"))
+
+@contextlib.contextmanager
+def config_dir() -> Iterator[Path]:
+    """The package's ``conf/`` folder as a real path (for Hydra), while in the ``with``."""
+    with importlib.resources.as_file(importlib.resources.files("deid_client") / "conf") as path:
+        yield Path(path)
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,7 @@ class SurrogateConfig:
     model: ModelConfig
     identity: EditSettings
     twin: EditSettings
+    prompts: PromptTemplate
     theta: float
     min_size: int = 0
     twin_from: TwinFrom = "patient"  # what the twin edit heals: "patient" or "surrogate"
@@ -60,33 +74,63 @@ def edit_config(cfg: DictConfig) -> tuple[ModelConfig, EditSettings]:
     return _typed(ModelConfig, cfg.model, "model"), _typed(EditSettings, cfg.flowedit, "flowedit")
 
 
-def compose_edit(overrides: list[str] | None = None,
-                 config_dir: str | os.PathLike = CONFIG_DIR) -> tuple[ModelConfig, EditSettings]:
+def compose_edit(overrides: Sequence[str] | None = None) -> tuple[ModelConfig, EditSettings]:
     """Compose ``conf/edit.yaml`` with Hydra overrides, outside any Hydra app."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-        return edit_config(compose("edit", overrides=list(overrides or [])))
+    return edit_config(_compose("edit", overrides))
 
 
-def compose_surrogate(overrides: list[str] | None = None,
-                      config_dir: str | os.PathLike = CONFIG_DIR) -> SurrogateConfig:
-    """Compose ``conf/surrogate.yaml`` with Hydra overrides (e.g. ``["identity.n_max=22"]``)."""
-    from hydra import compose, initialize_config_dir
+def compose_surrogate(overrides: Sequence[str] | None = None,
+                      site_config: str | os.PathLike | None = None) -> SurrogateConfig:
+    """The firewall's settings: ``conf/surrogate.yaml``, then a site's YAML file
+    (``site_config``, any subset of its keys), then Hydra overrides
+    (e.g. ``["identity.n_max=22", "preset=sd35_medium"]``).
 
-    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-        cfg = compose("surrogate", overrides=list(overrides or []))
-    extra = set(cfg) - {"model", "identity", "twin", "theta", "min_size", "twin_from",
+    >>> compose_surrogate(["theta=4.0"]).theta
+    4.0
+    """
+    cfg = _compose("surrogate", overrides)
+    if site_config is not None:
+        path = Path(site_config)
+        if not path.is_file():
+            raise ValueError(f"{path}: no such firewall config file")
+        try:
+            site = OmegaConf.load(path)
+        except Exception as exc:  # YAML errors come in many types
+            raise ValueError(f"{path}: not a YAML config ({str(exc).splitlines()[0]})") from None
+        # the command line still wins over the site file
+        cfg = OmegaConf.merge(cfg, site, OmegaConf.from_dotlist(
+            [o for o in overrides or [] if "=" in o and not o.startswith("preset=")]))
+    extra = set(cfg) - {"model", "identity", "twin", "prompts", "theta", "min_size", "twin_from",
                          "min_change", "batch_size"}
     if extra:
         raise ValueError(f"config 'surrogate': unknown keys {sorted(extra)}")
     return SurrogateConfig(_typed(ModelConfig, cfg.model, "model"),
                            _typed(EditSettings, cfg.identity, "identity"),
-                           _typed(EditSettings, cfg.twin, "twin"),
+                           _typed(EditSettings, cfg.twin, "twin"), _prompts(cfg.prompts),
                            theta=float(cfg.theta), min_size=int(cfg.min_size),
                            twin_from=check_twin_from(str(cfg.twin_from)),
                            min_change=int(cfg.min_change),
                            batch_size=_batch_size(cfg.get("batch_size")))
+
+
+def _compose(name: str, overrides: Sequence[str] | None) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    with config_dir() as folder, initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+        try:
+            return compose(name, overrides=list(overrides or []))
+        except (HydraException, OmegaConfBaseException) as exc:  # a user's override
+            raise ValueError(f"config '{name}': {str(exc).splitlines()[0]}") from None
+
+
+def _prompts(node) -> PromptTemplate:
+    values = OmegaConf.to_container(node, resolve=True)
+    try:
+        return PromptTemplate(**values)
+    except TypeError as exc:
+        raise ValueError(f"config 'prompts': {exc}") from None
 
 
 def _batch_size(value) -> int | None:

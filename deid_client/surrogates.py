@@ -29,12 +29,11 @@ from tqdm.auto import tqdm
 
 from .backends import DiffusersBackend, EditSettings
 from .masks import differential_mask
-from .phantom import SEXES, SKIN_TYPES, Identity, sample_identity
-from .phantom_flow.prompts import describe, healthy_prompt
+from .prompts import PromptTemplate
 from .seeds import image_key
 
 __all__ = ["Surrogate", "TwinFrom", "TWIN_FROM", "check_twin_from", "make_surrogate", "make_surrogates",
-           "twin_settings", "heal_settings", "surrogate_targets"]
+           "twin_settings", "heal_settings"]
 
 TwinFrom = Literal["patient", "surrogate"]
 TWIN_FROM: tuple[str, ...] = get_args(TwinFrom)
@@ -54,20 +53,22 @@ class Surrogate:
     mask: np.ndarray  # bool: where the surrogate is redder than its twin by more than theta
 
 
-def twin_settings(identity_edit: EditSettings, twin_edit: EditSettings) -> EditSettings:
+def twin_settings(identity_edit: EditSettings, twin_edit: EditSettings,
+                  prompts: PromptTemplate) -> EditSettings:
     """The twin edit for a surrogate made with ``identity_edit``: from its target prompt
     to the healthy version of that prompt, with ``twin_edit``'s schedule and guidance."""
-    return _healing(identity_edit.target_prompt, twin_edit, identity_edit.seed)
+    return _healing(identity_edit.target_prompt, twin_edit, identity_edit.seed, prompts)
 
 
-def heal_settings(identity_edit: EditSettings, twin_edit: EditSettings) -> EditSettings:
+def heal_settings(identity_edit: EditSettings, twin_edit: EditSettings,
+                  prompts: PromptTemplate) -> EditSettings:
     """The twin edit for the patient's own photo: from ``identity_edit``'s source prompt
     to the healthy version of that prompt, with ``twin_edit``'s schedule and guidance."""
-    return _healing(identity_edit.source_prompt, twin_edit, identity_edit.seed)
+    return _healing(identity_edit.source_prompt, twin_edit, identity_edit.seed, prompts)
 
 
-def _healing(prompt: str, twin_edit: EditSettings, seed: int) -> EditSettings:
-    return twin_edit.with_overrides(source_prompt=prompt, target_prompt=healthy_prompt(prompt),
+def _healing(prompt: str, twin_edit: EditSettings, seed: int, prompts: PromptTemplate) -> EditSettings:
+    return twin_edit.with_overrides(source_prompt=prompt, target_prompt=prompts.healthy_prompt(prompt),
                                     seed=seed)
 
 
@@ -77,6 +78,7 @@ def make_surrogate(
     identity_edit: EditSettings,
     twin_edit: EditSettings,
     *,
+    prompts: PromptTemplate,
     theta: float,
     min_size: int = 0,
     twin_from: TwinFrom = "patient",
@@ -89,7 +91,7 @@ def make_surrogate(
     surrogate (:func:`twin_settings`). Either way the twin edit's prompts come from
     ``identity_edit``'s, and all noise from ``identity_edit.seed`` and ``key``.
     """
-    return make_surrogates(backend, [image], [identity_edit], twin_edit, theta=theta,
+    return make_surrogates(backend, [image], [identity_edit], twin_edit, prompts=prompts, theta=theta,
                            min_size=min_size, twin_from=twin_from, keys=[key])[0]
 
 
@@ -99,6 +101,7 @@ def make_surrogates(
     identity_edits: Sequence[EditSettings],
     twin_edit: EditSettings,
     *,
+    prompts: PromptTemplate,
     theta: float,
     min_size: int = 0,
     twin_from: TwinFrom = "patient",
@@ -117,11 +120,13 @@ def make_surrogates(
 
     >>> from deid_client.phantom_flow import PhantomFlowPipeline
     >>> from deid_client.backends import backend_for
+    >>> from deid_client.config import compose_surrogate
     >>> backend = backend_for(PhantomFlowPipeline.build(), device="cpu")
     >>> edit = backend.settings("a photo of a woman, with facial erythema",
     ...                         "a photo of a man, with facial erythema", steps=4, n_max=2)
     >>> photos = [np.full((64, 64, 3), v, np.uint8) for v in (90, 160, 200)]
-    >>> out = make_surrogates(backend, photos, [edit] * 3, edit, theta=5.0, batch_size=2)
+    >>> out = make_surrogates(backend, photos, [edit] * 3, edit, prompts=compose_surrogate().prompts,
+    ...                       theta=5.0, batch_size=2)
     >>> [(r.image.shape, r.mask.dtype) for r in out][0]
     ((64, 64, 3), dtype('bool'))
     """
@@ -143,10 +148,10 @@ def make_surrogates(
         twin_keys = [f"{k}:twin" for k in names]
         if twin_from == "surrogate":
             surrogates = backend.edit_batch(photos, edits, keys=names)
-            healthy = backend.edit_batch(surrogates, [twin_settings(e, twin_edit) for e in edits],
+            healthy = backend.edit_batch(surrogates, [twin_settings(e, twin_edit, prompts) for e in edits],
                                          keys=twin_keys)
         else:  # the same identity edit, same noise, on the healed photo: the same synthetic person
-            healed = backend.edit_batch(photos, [heal_settings(e, twin_edit) for e in edits],
+            healed = backend.edit_batch(photos, [heal_settings(e, twin_edit, prompts) for e in edits],
                                         keys=twin_keys)
             both = backend.edit_batch(photos + healed, edits + edits, keys=names + names)
             surrogates, healthy = both[:len(photos)], both[len(photos):]
@@ -156,41 +161,3 @@ def make_surrogates(
     bar.close()
     return out
 
-
-def surrogate_targets(source: Identity | None, count: int, rng: np.random.Generator, *,
-                      min_change: int = 1) -> list[str]:
-    """``count`` different target prompts for a phantom patient, each at least
-    ``min_change`` steps from the patient: one step per Fitzpatrick skin type, one for
-    the other sex class (the skin type always changes). The sex class alternates,
-    starting with the other one. With ``source=None`` (nothing known of the patient) sex
-    and skin type are random.
-
-    Attributes are drawn with the phantom world's own sampler, so combinations stay
-    plausible (the model never saw blond hair on skin type VI, for example). Surrogates
-    of the patient's sex class one or two skin types away are the ones a
-    re-identification model still recognises (README, Measured), hence ``min_change``.
-
-    >>> from deid_client.phantom import sample_identity
-    >>> person = sample_identity(np.random.default_rng(0))
-    >>> targets = surrogate_targets(person, 5, np.random.default_rng(1))
-    >>> len(set(targets)), all("erythema" in t for t in targets)
-    (5, True)
-    """
-    first = SEXES[int(rng.integers(2))] if source is None else SEXES[1 - SEXES.index(source.sex)]
-    order = (first, SEXES[1 - SEXES.index(first)])
-    skins = {sex: [s for s in SKIN_TYPES if source is None or s != source.skin_type and (
-        abs(s - source.skin_type) + (sex != source.sex) >= min_change)] for sex in SEXES}
-    prompts: list[str] = []
-    draws = 0
-    while len(prompts) < count:
-        sex = order[len(prompts) % 2]
-        if not skins[sex] or draws == 100 * count:  # few allowed skin types: few distinct prompts
-            raise ValueError(f"found only {len(prompts)} of {count} distinct target prompts at least "
-                             f"{min_change} steps from the patient; ask for fewer or a smaller min_change")
-        draws += 1
-        skin = int(rng.choice(skins[sex]))
-        person = sample_identity(rng, sex=sex, skin_type=skin)
-        prompt = describe(sex=sex, skin_type=skin, hair_colour=person.hair_colour)
-        if prompt not in prompts:
-            prompts.append(prompt)
-    return prompts

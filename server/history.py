@@ -54,9 +54,12 @@ class RunRecorder:
         return json.loads(path.read_text())["rounds"] if path.is_file() else []
 
     def write_history(self, result: Result, first_round: int, extra: dict | None = None,
-                      round_seconds: dict[int, float] | None = None) -> list[dict]:
+                      round_seconds: dict[int, float] | None = None,
+                      failed: list[dict] | None = None) -> list[dict]:
         """Merge this run's rounds (numbered from ``first_round + 1``) into the history;
-        ``round_seconds`` adds each round's wall time (from its previous round's end)."""
+        ``round_seconds`` adds each round's wall time (from its previous round's end);
+        ``failed``: rounds that kept the previous model (``round``, ``replies``, ``errors``),
+        marked ``"status": "failed"`` (the others ``"ok"``)."""
         rounds = {entry["round"]: entry for entry in self.history() if entry["round"] <= first_round}
         for source in (result.train_metrics_clientapp, result.evaluate_metrics_clientapp):
             for r, metrics in source.items():
@@ -64,6 +67,11 @@ class RunRecorder:
                 entry.update({k: float(v) for k, v in metrics.items() if not isinstance(v, list)})
         for r, value in (round_seconds or {}).items():
             rounds.setdefault(first_round + r, {"round": first_round + r})["round_seconds"] = value
+        failures = {f["round"]: f for f in failed or []}
+        for r, entry in rounds.items():
+            if r > first_round:
+                entry.update({"status": "failed", "replies": failures[r]["replies"],
+                              "errors": failures[r]["errors"]} if r in failures else {"status": "ok"})
         ordered = [rounds[r] for r in sorted(rounds)]
         atomic_write_bytes(self.root / "history.json",
                            json.dumps({"rounds": ordered, **(extra or {})}, indent=2).encode())
@@ -76,7 +84,8 @@ class RunRecorder:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rounds)
+        writer.writerows({k: " | ".join(v) if isinstance(v, list) else v for k, v in e.items()}
+                         for e in rounds)
         atomic_write_bytes(self.root / "history.csv", buffer.getvalue().encode())
 
     def _plot(self, rounds: list[dict]) -> None:

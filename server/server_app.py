@@ -11,6 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 from deid_client.segmentation import build_unet
 
 from .history import RunRecorder
+from .rounds import RunFailed
 from .strategy import make_strategy
 
 app = ServerApp()
@@ -36,23 +37,35 @@ def main(grid: Grid, context: Context) -> None:
         str(cfg["strategy"]), model_shapes={k: tuple(v.shape) for k, v in state.items()},
         min_nodes=int(cfg["min-nodes"]), fraction_train=float(cfg["fraction-train"]),
         proximal_mu=float(cfg["proximal-mu"]), dp_noise_multiplier=float(cfg["dp-noise"]),
-        dp_clipping_norm=float(cfg["dp-clipping-norm"]))
+        dp_clipping_norm=float(cfg["dp-clipping-norm"]),
+        max_failed_rounds=int(cfg["max-failed-rounds"]))
 
     ends: dict[int, float] = {}
+    latest = {"arrays": ArrayRecord(state)}  # a failed round leaves the last good model here
 
     def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
         ends[server_round] = time.perf_counter()  # round r ends when its aggregate is ready
-        recorder.save_checkpoint(done + server_round, arrays)
+        latest["arrays"] = arrays
+        if not strategy.stopped:
+            recorder.save_checkpoint(done + server_round, arrays)
 
     result = strategy.start(
         grid=grid, initial_arrays=ArrayRecord(state), num_rounds=total_rounds - done,
         train_config=ConfigRecord({"lr": float(cfg["lr"])}), evaluate_fn=checkpoint)
     seconds = {r: ends[r] - ends[r - 1] for r in ends if r - 1 in ends}
+    if strategy.stopped:  # the rounds after the stop sent nothing: they are not in the history
+        seconds = {r: s for r, s in seconds.items() if r <= strategy.failed_rounds[-1]["round"]}
     rounds = recorder.write_history(result, done, {"privacy_violations": strategy.violations,
                                                    "replies_screened": strategy.screened},
-                                    round_seconds=seconds)
-    recorder.save_final(result.arrays)
+                                    round_seconds=seconds, failed=[
+                                        f | {"round": done + f["round"]} for f in strategy.failed_rounds])
+    recorder.save_final(latest["arrays"])
     for entry in rounds:
         log.warning("round %d: train_loss %.4f  eval_dice %.4f  eval_iou %.4f", entry["round"],
                     entry.get("train_loss", float("nan")), entry.get("eval_dice", float("nan")),
                     entry.get("eval_iou", float("nan")))
+    if strategy.stopped:
+        raise RunFailed(f"{len(strategy.failed_rounds)} rounds had fewer than {cfg['min-nodes']} "
+                        f"successful replies (max-failed-rounds = {cfg['max-failed-rounds']}); "
+                        f"the last good model is in {recorder.root / 'final_model.pt'}; "
+                        f"each node's error is in history.json")

@@ -10,21 +10,22 @@ from flwr.serverapp.strategy import (
 )
 
 from .privacy import PrivacyGuard
+from .rounds import RoundKeeper
 
 __all__ = ["make_strategy", "STRATEGIES"]
 
 STRATEGIES = ("fedavg", "fedprox")
 
 
-class GuardedFedAvg(PrivacyGuard, FedAvg):
+class GuardedFedAvg(PrivacyGuard, RoundKeeper, FedAvg):
     pass
 
 
-class GuardedFedProx(PrivacyGuard, FedProx):
+class GuardedFedProx(PrivacyGuard, RoundKeeper, FedProx):
     pass
 
 
-class GuardedDPFixedClipping(PrivacyGuard, DifferentialPrivacyServerSideFixedClipping):
+class GuardedDPFixedClipping(PrivacyGuard, RoundKeeper, DifferentialPrivacyServerSideFixedClipping):
     """The guard must screen replies before DP clipping touches their arrays."""
 
 
@@ -37,8 +38,11 @@ def make_strategy(
     proximal_mu: float = 0.01,
     dp_noise_multiplier: float = 0.0,
     dp_clipping_norm: float = 10.0,
+    max_failed_rounds: int = 2,
 ) -> Strategy:
-    """A strategy whose outermost layer is the privacy guard; ``dp_noise_multiplier > 0``
+    """A strategy whose outermost layer is the privacy guard, then the round keeper
+    (``server.rounds``: a round with fewer than ``min_nodes`` good replies keeps the
+    model; ``max_failed_rounds`` of them stop the run); ``dp_noise_multiplier > 0``
     adds Flower's server-side fixed-clipping differential privacy around FedAvg/FedProx."""
     common = dict(fraction_train=fraction_train, min_train_nodes=min_nodes,
                   min_evaluate_nodes=min_nodes, min_available_nodes=min_nodes)
@@ -55,4 +59,6 @@ def make_strategy(
             num_sampled_clients=min_nodes)
     strategy.model_shapes = model_shapes
     strategy.violations = []
+    strategy.min_replies, strategy.max_failed_rounds = min_nodes, max_failed_rounds
+    strategy.failed_rounds = []
     return strategy

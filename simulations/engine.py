@@ -22,8 +22,6 @@ from pathlib import Path
 
 import psutil
 
-from deid_client.phantom_flow import WEIGHTS_ENV, phantom_weights_dir
-
 __all__ = ["run_simulation", "free_ports", "flwr_env", "wait_healthy", "stop", "APP_DIR"]
 
 APP_DIR = Path(__file__).resolve().parent.parent  # the folder with pyproject.toml
@@ -50,11 +48,7 @@ def flwr_env(flwr_home: Path) -> dict[str, str]:
     # Flower starts helpers (flower-superexec, flwr-serverapp...) by name: they must be
     # found next to this interpreter even when its virtual environment is not activated.
     path = f"{_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    # A FAB carries code, not weights: apps import deid_client from the FAB's copy, so the
-    # shipped phantom model is pointed to where this (installed) package keeps it.
-    weights = os.environ.get(WEIGHTS_ENV) or str(phantom_weights_dir())
     return os.environ | {"PATH": path, "FLWR_HOME": str(flwr_home), "RAY_TMPDIR": str(ray_dir),
-                         WEIGHTS_ENV: weights,
                          "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
                          "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
 

@@ -31,7 +31,7 @@ def run_config(cfg: DictConfig, output_dir: Path) -> dict:
         "encoder": seg.encoder, "encoder-depth": seg.encoder_depth, "lr": seg.lr,
         "local-epochs": seg.local_epochs, "batch-size": seg.batch_size,
         "images-per-client": data.images_per_client, "image-size": data.image_size,
-        "mask-source": data.mask_source, "theta": data.theta, "non-iid": data.non_iid,
+        "mask-source": data.mask_source, "firewall": data.firewall, "non-iid": data.non_iid,
         "eval-fraction": data.eval_fraction, "seed": data.seed,
     }
 

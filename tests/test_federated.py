@@ -62,7 +62,7 @@ def test_anything_else_is_refused(model_state):
 
 def test_guard_drops_bad_replies_before_aggregation(model_state):
     shapes = {k: tuple(v.shape) for k, v in model_state.items()}
-    strategy = make_strategy("fedavg", model_shapes=shapes)
+    strategy = make_strategy("fedavg", model_shapes=shapes, min_nodes=1)
     good = reply(RecordDict({"arrays": ArrayRecord(model_state),
                              "metrics": MetricRecord({"train_loss": 1.0, "num-examples": 4})}))
     bad = reply(RecordDict({"arrays": ArrayRecord(model_state),

@@ -28,15 +28,20 @@ from deid_client.phantom_flow import (
     describe,
     prompt_for,
 )
-from deid_client.phantom_flow.prompts import SEX_WORDS, SKIN_WORDS, healthy_prompt
+from deid_client.phantom_flow.prompts import SEX_WORDS, SKIN_WORDS, attributes_of, healthy_prompt
 from deid_client.phantom_flow.train import render_training_set, train
 from deid_client.surrogates import (
     heal_settings,
     make_surrogate,
     make_surrogates,
-    surrogate_targets,
     twin_settings,
 )
+
+
+def surrogate_targets(person, count, rng, min_change=1):
+    """Target prompts for a phantom patient, as the firewall draws them."""
+    return compose_surrogate().prompts.draw_targets(attributes_of(person), count, rng,
+                                                    min_change=min_change)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +151,7 @@ def test_twin_edit_removes_the_lesion_and_little_else(backend, cfg):
         phantom = render_phantom(sample_identity(rng), sample_lesion(rng, kind), 64)
         prompt = prompt_for(phantom.identity)
         twin = backend.edit(phantom.image, heal_settings(
-            cfg.identity.with_overrides(source_prompt=prompt), cfg.twin))
+            cfg.identity.with_overrides(source_prompt=prompt), cfg.twin, cfg.prompts))
         ious.append(iou(differential_mask(phantom.image, twin, cfg.theta), phantom.mask))
         outside.append(np.abs(erythema_map(phantom.image, twin)[~phantom.mask]).mean())
     assert np.mean(ious) > 0.5, ious
@@ -171,7 +176,8 @@ def test_surrogate_masks_find_the_patients_lesion(backend, cfg, twin_from, bar):
             edits.append(cfg.identity.with_overrides(source_prompt=prompt_for(person),
                                                      target_prompt=target))
             truths.append(phantom.mask)
-    results = make_surrogates(backend, photos, edits, cfg.twin, theta=cfg.theta, twin_from=twin_from)
+    results = make_surrogates(backend, photos, edits, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
+                              twin_from=twin_from)
     ious = [iou(r.mask, truth) for r, truth in zip(results, truths, strict=True)]
     assert np.mean(ious) > bar, np.round(ious, 2)
 
@@ -186,9 +192,9 @@ def test_twin_from_the_patient_is_the_same_synthetic_person(backend, cfg):
     settings = cfg.identity.with_overrides(source_prompt=prompt_for(person),
                                            target_prompt=surrogate_targets(person, 1, rng)[0])
     unchanged = make_surrogate(backend, phantom.image, settings, cfg.twin.with_overrides(n_max=0),
-                               theta=cfg.theta)
+                               prompts=cfg.prompts, theta=cfg.theta)
     assert np.array_equal(unchanged.healthy, unchanged.image) and not unchanged.mask.any()
-    healed = make_surrogate(backend, phantom.image, settings, cfg.twin, theta=cfg.theta)
+    healed = make_surrogate(backend, phantom.image, settings, cfg.twin, prompts=cfg.prompts, theta=cfg.theta)
     assert np.array_equal(healed.image, unchanged.image)  # the same surrogate either way
     change = np.abs(erythema_map(healed.image, healed.healthy))
     around = morphology.dilation(phantom.mask, morphology.disk(3))
@@ -213,10 +219,11 @@ def test_a_photos_surrogate_does_not_depend_on_its_batch(backend, cfg, twin_from
         lambda module, args, kwargs, out: calls.append(kwargs["hidden_states"].shape[0]),
         with_kwargs=True)
     try:
-        batched = make_surrogates(backend, photos, edits, cfg.twin, theta=cfg.theta,
+        batched = make_surrogates(backend, photos, edits, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
                                   twin_from=twin_from, batch_size=8)
         batched_calls, calls[:] = list(calls), []
-        alone = [make_surrogate(backend, im, e, cfg.twin, theta=cfg.theta, twin_from=twin_from)
+        alone = [make_surrogate(backend, im, e, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
+                                twin_from=twin_from)
                  for im, e in zip(photos, edits)]
     finally:
         hook.remove()
@@ -237,7 +244,8 @@ def test_make_surrogate_gives_a_new_person_a_twin_and_a_mask(backend, cfg):
     phantom = render_phantom(person, sample_lesion(rng, "malar"), 64)
     target = surrogate_targets(person, 1, rng)[0]
     result = make_surrogate(backend, phantom.image, cfg.identity.with_overrides(
-        source_prompt=prompt_for(person), target_prompt=target), cfg.twin, theta=cfg.theta)
+        source_prompt=prompt_for(person), target_prompt=target), cfg.twin, prompts=cfg.prompts,
+        theta=cfg.theta)
     assert result.image.shape == result.healthy.shape == phantom.image.shape
     assert result.mask.dtype == bool and result.mask.shape == phantom.mask.shape
     assert np.abs(result.image.astype(int) - phantom.image).mean() > 10  # a visibly new person
@@ -249,10 +257,10 @@ def test_surrogate_prompts_and_twin_settings(cfg):
     targets = surrogate_targets(person, 6, np.random.default_rng(0))
     assert len(set(targets)) == 6 and not any("medium skin" in t for t in targets)
     settings = cfg.identity.with_overrides(target_prompt=targets[0], seed=7)
-    twin = twin_settings(settings, cfg.twin)
+    twin = twin_settings(settings, cfg.twin, cfg.prompts)
     assert (twin.source_prompt, twin.target_prompt) == (targets[0], healthy_prompt(targets[0]))
     assert (twin.n_max, twin.seed) == (cfg.twin.n_max, 7)
-    heal = heal_settings(settings, cfg.twin)
+    heal = heal_settings(settings, cfg.twin, cfg.prompts)
     assert (heal.source_prompt, heal.target_prompt) == (settings.source_prompt,
                                                         healthy_prompt(settings.source_prompt))
     assert (heal.n_max, heal.seed) == (cfg.twin.n_max, 7)
@@ -263,10 +271,12 @@ def test_surrogate_prompts_and_twin_settings(cfg):
 
 
 def _steps_from(person, prompt: str) -> int:
-    """How far a target prompt is from a phantom patient, as ``min_change`` counts."""
+    """How far a target prompt is from a phantom patient (an Identity or its attributes),
+    as ``min_change`` counts, read off the prompt's words."""
+    person = person if isinstance(person, dict) else attributes_of(person)
     skin = max((k for k, word in SKIN_WORDS.items() if f" {word} skin" in prompt),
                key=lambda k: len(SKIN_WORDS[k]))  # "very fair skin" also contains " fair skin"
-    return abs(skin - person.skin_type) + (f" {SEX_WORDS[person.sex]} " not in prompt)
+    return abs(skin - int(person["skin_type"])) + (f" {SEX_WORDS[person['sex']]} " not in prompt)
 
 
 def test_surrogates_keep_min_change_from_the_patient(cfg):
@@ -319,12 +329,12 @@ def test_training_is_reproducible_and_moves_the_weights():
 
 
 def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeypatch, cfg):
-    import deid_client.surrogates as surrogates_module
+    import deid_client.firewall as firewall_module
     from deid_client.node_data import DataConfig, _phantom_samples, load_node_data
 
     edits = []  # the identity edit of every surrogate the node makes (the real make_surrogates)
-    real = surrogates_module.make_surrogates
-    monkeypatch.setattr(surrogates_module, "make_surrogates",
+    real = firewall_module.make_surrogates
+    monkeypatch.setattr(firewall_module, "make_surrogates",
                         lambda backend, images, identities, *a, **k: edits.extend(identities)
                         or real(backend, images, identities, *a, **k))
     config = DataConfig(images_per_client=4, image_size=64, mask_source="surrogate", seed=3)
@@ -332,7 +342,7 @@ def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeyp
     samples = _phantom_samples(config)
     originals = [image for image, *_ in samples]
     for identity, (*_, person) in zip(edits, samples, strict=False):  # captioned, min_change away
-        assert identity.source_prompt == prompt_for(person)
+        assert identity.source_prompt == cfg.prompts.describe(person)
         assert _steps_from(person, identity.target_prompt) >= cfg.min_change
     assert len(edits) == 3
     assert data.train_images.shape == (3, 64, 64, 3) and data.train_masks.dtype == bool
@@ -343,18 +353,16 @@ def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeyp
     assert np.array_equal(cached.train_images, data.train_images)
 
 
-def test_surrogate_node_cache_follows_the_firewall_settings(monkeypatch):
-    """A node's surrogate data depends on conf/surrogate.yaml too: changing the firewall's
-    settings must not reuse surrogates made with the old ones (other mask sources ignore it)."""
-    import deid_client.config as config_module
+def test_surrogate_node_cache_follows_the_firewall_settings():
+    """A node's surrogate data depends on the firewall's settings too: changing them must
+    not reuse surrogates made with the old ones (other mask sources ignore them, but for
+    the oracle's theta)."""
     from deid_client.node_data import DataConfig
 
-    surrogate, oracle = DataConfig(mask_source="surrogate"), DataConfig(mask_source="oracle")
-    before = surrogate.key(), oracle.key()
-    shipped = config_module.compose_surrogate
-    monkeypatch.setattr(config_module, "compose_surrogate",
-                        lambda overrides=None: shipped(["identity.gamma_src=3", *(overrides or [])]))
-    assert surrogate.key() != before[0] and oracle.key() == before[1]
-    monkeypatch.setattr(config_module, "compose_surrogate",
-                        lambda overrides=None: shipped(["batch_size=3", *(overrides or [])]))
-    assert surrogate.key() == before[0]  # photos per call change the speed, not the surrogates
+    def keys(*firewall):
+        return [DataConfig(mask_source=m, firewall=firewall).key() for m in ("surrogate", "oracle")]
+
+    before = keys()
+    assert keys("identity.gamma_src=3")[0] != before[0] and keys("identity.gamma_src=3")[1] == before[1]
+    assert keys("theta=4")[0] != before[0] and keys("theta=4")[1] != before[1]
+    assert keys("batch_size=3") == before  # photos per call change the speed, not the surrogates

@@ -4,22 +4,52 @@ The pipeline (and with it diffusers) is imported on first use, so that knowing
 where the weights are costs nothing.
 """
 
+import json
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 __all__ = ["PhantomFlowPipeline", "IMAGE_SIZE", "WEIGHTS_DIR", "WEIGHTS_ENV", "describe",
            "phantom_weights_dir", "prompt_for", "to_image", "to_model_space"]
 
 #: The trained pipeline shipped in the package (written by ``python -m deid_client.phantom_flow.train``).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-#: Environment variable naming another weights folder. Flower apps need it: a FAB
-#: carries this package's code but not its weights.
+#: Environment variable naming another weights folder.
 WEIGHTS_ENV = "DEID_PHANTOM_WEIGHTS"
+_RELATIVE = Path("deid_client", "phantom_flow", "weights")
 
 
 def phantom_weights_dir() -> Path:
-    """``$DEID_PHANTOM_WEIGHTS`` if set, else the weights shipped in the package."""
-    return Path(os.environ[WEIGHTS_ENV]) if os.environ.get(WEIGHTS_ENV) else WEIGHTS_DIR
+    """Where the phantom model's weights are: ``$DEID_PHANTOM_WEIGHTS`` if set, else this
+    package's own copy, else the installed ``deid-client`` distribution's.
+
+    A Flower app imports this package from its FAB, and a FAB carries code, not
+    weights (ARCHITECTURE: only small text files travel); the SuperNode's installed
+    copy (a wheel, a Docker image, an editable checkout) has them.
+    """
+    if os.environ.get(WEIGHTS_ENV):
+        return Path(os.environ[WEIGHTS_ENV])
+    for folder in (WEIGHTS_DIR, *_installed_copies()):
+        if any(folder.glob("transformer/*.safetensors")):
+            return folder
+    return WEIGHTS_DIR
+
+
+def _installed_copies() -> list[Path]:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution("deid-client")
+    except PackageNotFoundError:
+        return []
+    copies = [Path(str(dist.locate_file(_RELATIVE)))]
+    try:  # an editable install (pip install -e) points at its checkout
+        url = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
+    except ValueError:
+        url = ""
+    if url.startswith("file:"):
+        copies.append(Path(unquote(urlparse(url).path)) / _RELATIVE)
+    return copies
 
 
 def __getattr__(name: str):

@@ -13,7 +13,7 @@ import numpy as np
 from ..phantom import Identity
 
 __all__ = ["SEX_WORDS", "SKIN_WORDS", "HAIR_WORDS", "ERYTHEMA", "HEALTHY", "describe",
-           "prompt_for", "random_prompt_for", "healthy_prompt", "vocabulary"]
+           "prompt_for", "random_prompt_for", "healthy_prompt", "vocabulary", "attributes_of"]
 
 SEX_WORDS = {"female": "woman", "male": "man"}
 #: Fitzpatrick skin types I..VI in words.
@@ -70,3 +70,10 @@ def vocabulary() -> list[str]:
              *SEX_WORDS.values(), *SKIN_WORDS.values(), *HAIR_WORDS.values()]
     words = {w for text in texts for w in text.replace(",", " , ").split()}
     return sorted(words)
+
+
+def attributes_of(identity: Identity) -> dict[str, str]:
+    """A phantom person's attributes in the words of ``conf/prompts/phantom.yaml``
+    (``deid_client.prompts.PromptTemplate.describe`` of them is :func:`prompt_for`)."""
+    return {"sex": identity.sex, "skin_type": str(identity.skin_type),
+            "hair_colour": identity.hair_colour}
