@@ -116,7 +116,7 @@ def run_firewall(
             try:
                 image = photo.load()
                 name = pseudonym(image, secret) if secret else image_key(image)[:20]
-                if any(name == n for _, n, _ in loaded) or name in report.released:
+                if any(name == n for n, _, _ in loaded) or name in report.released:
                     continue  # the same photo twice: one surrogate
                 loaded.append((name, image, _identity_edit(cfg, image, photo.attributes)))
             except USER_ERRORS as exc:

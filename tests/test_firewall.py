@@ -1,0 +1,207 @@
+"""The firewall as a hospital runs it: `deid-client firewall DATA_DIR -o OUT_DIR` on real photos."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from deid_client.cli import main
+from deid_client.config import compose_surrogate
+from deid_client.firewall import MANIFEST, OUTPUTS
+from deid_client.phantom import sample_identity
+from deid_client.phantom_flow.prompts import attributes_of, prompt_for
+from deid_client.prompts import PromptTemplate
+from tests.metadata import metadata_in
+
+PATIENT = "Jane Q. Patient"  # written into a photo's EXIF: must appear nowhere in the outputs
+
+
+def hospital_folder(root: Path, *, bad: bool = True) -> Path:
+    """A site's folder of real photos (one whose EXIF names the patient), plus bad files."""
+    images = root / "images"
+    images.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x013B] = PATIENT  # Artist
+    exif[0x010E] = f"{PATIENT}, MRN 0012345, rosacea"  # ImageDescription
+    Image.fromarray(skdata.astronaut()[::4, ::4]).save(images / "jane_patient_face.jpg", exif=exif)
+    Image.fromarray(skdata.chelsea()[::3, ::3]).save(images / "mr_smith.png")
+    Image.fromarray(skdata.coffee()[::4, ::4]).save(images / "visit_3.webp")
+    Image.fromarray(skdata.rocket()[::4, ::4]).save(images / "followup.tif")
+    Image.fromarray(skdata.astronaut()[100:300:2, 150:350:2]).save(images / "close_up.png")
+    if bad:
+        (images / "empty.png").write_bytes(b"")
+        (images / "referral_letter.jpg").write_text("not a photo")
+        whole = (images / "mr_smith.png").read_bytes()
+        (images / "broken_scan.png").write_bytes(whole[:len(whole) // 3])
+    return root
+
+
+def firewall_cli(*args) -> list[str]:
+    return [sys.executable, "-m", "deid_client.cli", "firewall", *map(str, args)]
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """Every file the firewall left (the manifest's timings aside), by relative path."""
+    files = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if path.name == MANIFEST:
+            manifest = json.loads(data)
+            for entry in manifest["photos"]:
+                entry.pop("seconds", None)
+            data = json.dumps(manifest, sort_keys=True).encode()
+        files[str(path.relative_to(out))] = data
+    return files
+
+
+def test_real_photos_and_bad_files_through_the_command(tmp_path, capsys):
+    site = hospital_folder(tmp_path / "site")
+    out = tmp_path / "out"
+    code = main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "secret")])
+    err = capsys.readouterr().err
+    assert code == 1  # some photos failed
+    skipped = [line for line in err.splitlines() if line.startswith("deid-client: skipped:")]
+    assert len(skipped) == 3 and all(name in err for name in ("empty.png", "referral_letter.jpg", "broken_scan.png"))
+    manifest = json.loads((out / MANIFEST).read_text())
+    released = [e for e in manifest["photos"] if e["status"] == "released"]
+    assert len(released) == 5 and manifest["released"] == 5 and manifest["errors"] == 3
+    names = {e["pseudonym"] for e in released}
+    for folder in OUTPUTS:  # the same pseudonymous PNG name in all three folders
+        assert {p.stem for p in (out / folder).iterdir()} == names
+    assert all(len(n) == 20 and set(n) <= set("0123456789abcdef") for n in names)
+    text = (out / MANIFEST).read_text()
+    for stem in ("jane", "smith", "visit_3", "followup", "close_up", "referral", "broken_scan", "mrn", "rosacea"):
+        assert stem not in text.lower()  # never an input file name, never metadata text
+    for path in out.rglob("*.png"):
+        data = path.read_bytes()
+        assert metadata_in(data) == [] and b"Jane" not in data, path
+    for entry in released:
+        assert entry["target_prompt"].endswith("with facial erythema") and 0 <= entry["lesion_fraction"] < 1
+        assert set(entry) == {"pseudonym", "status", "reason", "target_prompt", "seed", "seconds",
+                              "lesion_fraction"}
+    surrogate = np.asarray(Image.open(out / "surrogates" / f"{released[0]['pseudonym']}.png"))
+    assert surrogate.dtype == np.uint8 and surrogate.ndim == 3
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.size == (3 * 128, 5 * 128)
+
+    # A rerun finds everything done and leaves the outputs as they were.
+    before = outputs(out)
+    assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "secret")]) == 1
+    assert "5 released (5 from an earlier run)" in capsys.readouterr().err
+    assert outputs(out) == before
+    # Other settings into the same folder: a usage error, and nothing changes.
+    assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "secret"),
+                 "theta=4.0"]) == 2
+    assert "other settings" in capsys.readouterr().err and outputs(out) == before
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["firewall", "{tmp}/nowhere", "-o", "{tmp}/o"], "not a folder"),
+    (["firewall", "{tmp}", "-o", "{tmp}/o", "identity.n_maxx=3"], "identity.n_maxx"),
+    (["firewall", "{tmp}", "-o", "{tmp}/o", "--model", "{tmp}/no_model"], "no such model folder"),
+    (["firewall", "{tmp}", "-o", "{tmp}/o", "preset=no_such_preset"], "no_such_preset"),
+])
+def test_firewall_mistakes_are_one_line(tmp_path, capsys, argv, message):
+    hospital_folder(tmp_path, bad=False)
+    argv = [a.format(tmp=tmp_path) for a in argv] + ["--secret-file", str(tmp_path / "s")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("deid-client: error:") and message in err[-1]
+    assert not (tmp_path / "o" / MANIFEST).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_run_killed_at_any_moment_resumes_byte_identical(tmp_path):
+    """SIGKILL while photos are being written, then at a random moment, then a rerun: the
+    outputs are byte for byte those of an uninterrupted run (the manifest's timings aside)."""
+    site = hospital_folder(tmp_path / "site")
+    for i in range(4):  # more photos: more batches to be killed in
+        Image.fromarray(np.roll(skdata.astronaut()[::4, ::4], 17 * i, axis=1)).save(
+            site / "images" / f"extra_{i}.png")
+    secret = ["--secret-file", tmp_path / "secret"]
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    whole = subprocess.run(firewall_cli(site, "-o", tmp_path / "whole", *secret), env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 1, whole.stderr[-2000:]
+    out = tmp_path / "killed"
+    kills = 0
+    for moment in ("first surrogate written", random.Random(0).uniform(0.5, 3.0)):
+        process = subprocess.Popen(firewall_cli(site, "-o", out, *secret), env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        if isinstance(moment, str):  # kill mid-batch, as soon as the first file lands
+            while not any((out / "surrogates").glob("*.png")) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        else:  # kill at a random moment once the model is working
+            while not (out / MANIFEST).exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(moment)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills >= 1
+    partial = json.loads((out / MANIFEST).read_text())["released"]
+    assert partial < 9  # the first kill left work undone
+    rerun = subprocess.run(firewall_cli(site, "-o", out, *secret), env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 1, rerun.stderr[-2000:]
+    assert outputs(out) == outputs(tmp_path / "whole")
+
+
+def test_site_attributes_keep_surrogates_away_from_the_patient(tmp_path):
+    """attributes.csv beside the photos: each target is min_change steps from what is known."""
+    from deid_client.images import read_image
+    from deid_client.pseudonyms import load_site_secret, pseudonym
+
+    site = hospital_folder(tmp_path / "site", bad=False)
+    known = {"jane_patient_face.jpg": {"sex": "female", "skin_type": "2"},
+             "mr_smith.png": {"sex": "male", "skin_type": "6"}}
+    (site / "attributes.csv").write_text("file,sex,skin_type\n" + "".join(
+        f"{f},{a['sex']},{a['skin_type']}\n" for f, a in known.items()))
+    out = tmp_path / "out"
+    assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "s")]) == 0
+    prompts, secret = compose_surrogate().prompts, load_site_secret(tmp_path / "s")
+    targets = {e["pseudonym"]: e["target_prompt"] for e in json.loads((out / MANIFEST).read_text())["photos"]}
+    for file, patient in known.items():
+        target = targets[pseudonym(read_image(site / "images" / file), secret)]
+        chosen = next(p for p in prompts._people() if prompts.describe(p) == target)
+        assert prompts.distance(patient, chosen) >= 3, (patient, target)
+    (site / "attributes.csv").write_text("file,sex\nmr_smith.png,robot\n")
+    assert main(["firewall", str(site), "-o", str(tmp_path / "o2"), "--secret-file",
+                 str(tmp_path / "s")]) == 1  # that photo fails with a clear reason, the rest go on
+
+
+def test_phantom_prompts_are_the_models_own_words():
+    """The phantom preset describes a phantom exactly as the model was trained to read it,
+    and its targets keep min_change and the excluded combinations."""
+    prompts = compose_surrogate().prompts
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        person = sample_identity(rng)
+        assert prompts.describe(attributes_of(person)) == prompt_for(person)
+        assert prompts.describe(attributes_of(person), healthy=True) == prompt_for(person, erythema=False)
+        for target in prompts.draw_targets(attributes_of(person), 3, rng, min_change=3):
+            chosen = next(p for p in prompts._people() if prompts.describe(p) == target)
+            assert prompts.distance(attributes_of(person), chosen) >= 3
+            assert not (int(chosen["skin_type"]) >= 4 and chosen["hair_colour"] in ("blond", "grey"))
+    assert prompts.describe(None) == "a photo of a person, with facial erythema"
+    assert prompts.describe({"sex": "male"}) == "a photo of a person, with facial erythema"
+    with pytest.raises(ValueError, match="skin_type"):
+        prompts.describe({"skin_type": "7"})
+    with pytest.raises(ValueError, match="person"):
+        PromptTemplate(patient="{condition}", person="a {sex}, {condition}", condition="c",
+                       healthy="h", attributes={"age": {"old": "old"}})
+    photo = compose_surrogate(["preset=sd35_medium"])
+    assert photo.model.id == "stabilityai/stable-diffusion-3.5-medium"
+    assert photo.prompts.healthy_prompt(photo.prompts.describe(None)).endswith("clear, healthy skin")
