@@ -18,11 +18,13 @@ COPY pyproject.toml README.md ./
 COPY deid_client deid_client
 COPY server server
 COPY simulations simulations
-COPY conf conf
-RUN pip install .
+# A wheel install: the firewall config and the phantom model are package data, and the
+# Flower app (FAB) the SuperNode receives carries code only, never weights.
+RUN pip install . && rm -rf /app/deid_client /app/server /app/simulations
 
-# Patient photos, model weights and the node cache are mounted volumes; the
-# site secret comes from a secret mount. None of them is part of the image.
+# Patient photos (/data/images/, optional /data/masks/), model weights (/models: a
+# diffusers folder, e.g. /models/sd35-medium) and the node cache are mounted volumes.
+# None of them is part of the image.
 VOLUME ["/data", "/models", "/cache"]
 RUN useradd --create-home app
 USER app
@@ -30,4 +32,9 @@ ENTRYPOINT ["flower-supernode"]
 CMD ["--superlink", "superlink:9091", "--root-certificates", "/certs/ca.crt", \
      "--auth-supernode-private-key", "/keys/supernode.key", \
      "--auth-supernode-public-key", "/keys/supernode.pub", \
-     "--node-config", "data-dir='/data' cache-dir='/cache' device='cuda'"]
+     "--node-config", "data-dir='/data' cache-dir='/cache' model='/models/sd35-medium' device='cuda'"]
+# The operator runs the federation with the matching preset:
+#   flwr run . <federation> --run-config "firewall='preset=sd35_medium'"
+# The same firewall by hand inside the image:
+#   docker run --gpus all -v /data:/data -v /models:/models --entrypoint deid-client IMAGE \
+#     firewall /data -o /cache/firewall --model /models/sd35-medium --device cuda preset=sd35_medium

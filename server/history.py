@@ -58,8 +58,8 @@ class RunRecorder:
                       failed: list[dict] | None = None) -> list[dict]:
         """Merge this run's rounds (numbered from ``first_round + 1``) into the history;
         ``round_seconds`` adds each round's wall time (from its previous round's end);
-        ``failed``: rounds that kept the previous model (``round``, ``replies``, ``errors``),
-        marked ``"status": "failed"`` (the others ``"ok"``)."""
+        ``failed``: rounds that kept the previous model (``round`` counted from the run's
+        start, ``replies``, ``errors``), marked ``"status": "failed"`` (the others ``"ok"``)."""
         rounds = {entry["round"]: entry for entry in self.history() if entry["round"] <= first_round}
         for source in (result.train_metrics_clientapp, result.evaluate_metrics_clientapp):
             for r, metrics in source.items():
@@ -68,6 +68,8 @@ class RunRecorder:
         for r, value in (round_seconds or {}).items():
             rounds.setdefault(first_round + r, {"round": first_round + r})["round_seconds"] = value
         failures = {f["round"]: f for f in failed or []}
+        for r in failures:
+            rounds.setdefault(r, {"round": r})
         for r, entry in rounds.items():
             if r > first_round:
                 entry.update({"status": "failed", "replies": failures[r]["replies"],
@@ -101,7 +103,8 @@ class RunRecorder:
                 left.plot(*zip(*points), marker="o", label=label)
         left.set(xlabel="round", ylabel="global model, held-out", title="Segmentation quality",
                  ylim=(0, 1))
-        left.legend()
+        if left.lines:
+            left.legend()
         points = [(e["round"], e["train_loss"]) for e in rounds if "train_loss" in e]
         if points:
             right.plot(*zip(*points), marker="o", color="tab:red")

@@ -61,6 +61,10 @@ def main(grid: Grid, context: Context) -> None:
                                         f | {"round": done + f["round"]} for f in strategy.failed_rounds])
     recorder.save_final(latest["arrays"])
     for entry in rounds:
+        if entry.get("status") == "failed":
+            log.warning("round %d: FAILED, the global model was kept (%s)", entry["round"],
+                        "; ".join(entry["errors"]) or f"{entry['replies']} replies")
+            continue
         log.warning("round %d: train_loss %.4f  eval_dice %.4f  eval_iou %.4f", entry["round"],
                     entry.get("train_loss", float("nan")), entry.get("eval_dice", float("nan")),
                     entry.get("eval_iou", float("nan")))

@@ -9,6 +9,7 @@ SuperLink behind on fixed ports. Here each simulation starts its own
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["run_simulation", "free_ports", "flwr_env", "wait_healthy", "stop", "APP_DIR"]
+__all__ = ["run_simulation", "free_ports", "flwr_env", "wait_healthy", "stop", "last_run_status",
+           "APP_DIR"]
 
 APP_DIR = Path(__file__).resolve().parent.parent  # the folder with pyproject.toml
 _BIN = Path(sys.executable).parent
@@ -135,9 +137,26 @@ def run_simulation(run_config: dict, *, num_supernodes: int, cpus_per_client: fl
                 [str(_BIN / "flwr"), "run", str(app_dir), "sim", "--stream",
                  "--run-config", str(overrides), "--federation-config", federation],
                 env=env, stdout=stream or sys.stdout, stderr=subprocess.STDOUT, timeout=timeout)
-            return run.returncode
+            if run.returncode != 0:
+                return run.returncode
+            status = last_run_status("sim", env)
+            if status != "finished:completed":  # `flwr run --stream` exits 0 whatever the run did
+                print(f"the run ended {status}; see the log above", file=stream or sys.stdout)
+                return 1
+            return 0
         finally:
             stop(superlink)
+
+
+def last_run_status(superlink: str, env: dict[str, str]) -> str:
+    """Status of the newest run on ``superlink`` (``flwr ls``), e.g. ``finished:failed``."""
+    listed = subprocess.run([str(_BIN / "flwr"), "ls", superlink, "--format", "json"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    try:
+        runs = json.loads(listed.stdout)["runs"]
+    except (ValueError, KeyError):
+        return f"unknown ({listed.stdout.strip()[-200:] or listed.stderr.strip()[-200:]})"
+    return max(runs, key=lambda r: int(r["run-id"]))["status"] if runs else "unknown (no runs)"
 
 
 def _toml(value) -> str:

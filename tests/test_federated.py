@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedProx, Result
 
 from deid_client.images import write_image
@@ -19,11 +19,14 @@ from server.strategy import make_strategy
 from simulations.engine import run_simulation
 
 
-def reply(content: RecordDict, node: int = 7) -> Message:
-    """A client's reply as the server receives it (metadata set by hand: no live run)."""
+def reply(content: RecordDict | None, node: int = 7, error: str | None = None) -> Message:
+    """A client's reply as the server receives it (metadata set by hand: no live run);
+    ``error``: the node failed with this reason."""
     metadata = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
                         reply_to_message_id="q", group_id="1", created_at=time.time(),
                         ttl=3600.0, message_type="train")
+    if error is not None:
+        return Message(error=Error(code=0, reason=error), metadata=metadata)
     return Message(content=content, metadata=metadata)
 
 
@@ -72,6 +75,29 @@ def test_guard_drops_bad_replies_before_aggregation(model_state):
     assert strategy.screened == 2 and len(strategy.violations) == 1
     assert metrics["train_loss"] == 1.0  # only the good reply was averaged
     assert arrays is not None
+
+
+def test_a_round_without_enough_replies_keeps_the_model_and_then_stops(model_state):
+    """min-nodes 2, one node failing: no aggregate (the previous global model stays), the
+    node's error is recorded; after max_failed_rounds such rounds no more work is sent."""
+    shapes = {k: tuple(v.shape) for k, v in model_state.items()}
+    strategy = make_strategy("fedavg", model_shapes=shapes, min_nodes=2, max_failed_rounds=2)
+    good = reply(RecordDict({"arrays": ArrayRecord(model_state),
+                             "metrics": MetricRecord({"train_loss": 1.0, "num-examples": 4})}))
+    failed = reply(None, node=9, error="Traceback...\nModelNotFoundError: phantom weights missing")
+    assert strategy.aggregate_train(1, [good, failed]) == (None, None)
+    assert strategy.failed_rounds == [{"round": 1, "replies": 1, "errors": [
+        "node 9: ModelNotFoundError: phantom weights missing"]}] and not strategy.stopped
+    arrays, _ = strategy.aggregate_train(2, [good, good])
+    assert arrays is not None  # enough replies: aggregated as usual
+    assert strategy.aggregate_train(3, [failed, failed]) == (None, None) and strategy.stopped
+    assert strategy.configure_train(4, ArrayRecord(model_state), ConfigRecord(), None) == []
+    # Evaluation: a node without reference masks (num-examples 0) has no weight.
+    scored = reply(RecordDict({"metrics": MetricRecord({"eval_dice": 0.5, "num-examples": 3})}))
+    unscored = reply(RecordDict({"metrics": MetricRecord({"eval_dice": 0.0, "num-examples": 0})}))
+    assert make_strategy("fedavg", model_shapes=shapes).aggregate_evaluate(1, [scored, unscored])[
+        "eval_dice"] == 0.5
+    assert make_strategy("fedavg", model_shapes=shapes).aggregate_evaluate(1, [unscored]) is None
 
 
 def test_strategy_choices(model_state):
@@ -175,7 +201,14 @@ def test_recorder_checkpoints_resumes_and_merges(tmp_path, model_state):
                    evaluate_metrics_clientapp={1: MetricRecord({"eval_dice": 0.3})})
     rounds = recorder.write_history(later, 2)
     assert [r["round"] for r in rounds] == [1, 2, 3] and rounds[2]["eval_dice"] == 0.3
-    assert (tmp_path / "history.csv").read_text().splitlines()[0] == "round,eval_dice,train_loss"
+    assert (tmp_path / "history.csv").read_text().splitlines()[0] == "round,eval_dice,status,train_loss"
+    assert [r["status"] for r in rounds] == ["ok"] * 3
+    # A failed round: marked, with each node's error, in the JSON and the CSV.
+    rounds = recorder.write_history(Result(), 3, failed=[
+        {"round": 4, "replies": 0, "errors": ["node 1: no model", "node 2: no model"]}])
+    assert rounds[3] == {"round": 4, "status": "failed", "replies": 0,
+                         "errors": ["node 1: no model", "node 2: no model"]}
+    assert "node 1: no model | node 2: no model" in (tmp_path / "history.csv").read_text()
     assert (tmp_path / "convergence.png").stat().st_size > 1000
 
 
@@ -208,3 +241,23 @@ def test_simulation_trains_resumes_and_keeps_the_contract(tmp_path, capfd):
     rounds = json.loads((out / "history.json").read_text())["rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3]
     assert torch.load(out / "checkpoint.pt", weights_only=True)["round"] == 3
+
+
+@pytest.mark.timeout(600)
+def test_a_run_whose_nodes_all_fail_is_a_failure(tmp_path, capfd):
+    """Both nodes fail (their firewall model is missing): each failed round keeps the initial
+    model and is recorded with the nodes' errors; after max-failed-rounds the run stops with
+    a non-zero exit, and final_model.pt still holds the whole model."""
+    out = tmp_path / "run"
+    config = {"num-server-rounds": 4, "output-dir": str(out), "max-failed-rounds": 2,
+              "firewall": f"model.id={tmp_path / 'no_model'}", **SMALL}
+    code = run_simulation(config, num_supernodes=2, cache_dir=tmp_path / "cache", workdir=tmp_path)
+    log = capfd.readouterr().out
+    assert code != 0, log[-3000:]
+    rounds = json.loads((out / "history.json").read_text())["rounds"]
+    assert [(r["round"], r["status"]) for r in rounds] == [(1, "failed"), (2, "failed")]
+    assert all(len(r["errors"]) == 2 and all("no such model folder" in e for e in r["errors"])
+               for r in rounds)
+    final = torch.load(out / "final_model.pt", weights_only=True)
+    initial = build_unet("resnet18", 3, seed=0).state_dict()
+    assert final.keys() == initial.keys() and all(torch.equal(final[k], initial[k]) for k in initial)

@@ -70,7 +70,8 @@ def test_real_photos_and_bad_files_through_the_command(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1  # some photos failed
     skipped = [line for line in err.splitlines() if line.startswith("deid-client: skipped:")]
-    assert len(skipped) == 3 and all(name in err for name in ("empty.png", "referral_letter.jpg", "broken_scan.png"))
+    assert len(skipped) == 3
+    assert all(name in err for name in ("empty.png", "referral_letter.jpg", "broken_scan.png"))
     manifest = json.loads((out / MANIFEST).read_text())
     released = [e for e in manifest["photos"] if e["status"] == "released"]
     assert len(released) == 5 and manifest["released"] == 5 and manifest["errors"] == 3
@@ -79,7 +80,8 @@ def test_real_photos_and_bad_files_through_the_command(tmp_path, capsys):
         assert {p.stem for p in (out / folder).iterdir()} == names
     assert all(len(n) == 20 and set(n) <= set("0123456789abcdef") for n in names)
     text = (out / MANIFEST).read_text()
-    for stem in ("jane", "smith", "visit_3", "followup", "close_up", "referral", "broken_scan", "mrn", "rosacea"):
+    for stem in ("jane", "smith", "visit_3", "followup", "close_up", "referral", "broken_scan", "mrn",
+                 "rosacea"):
         assert stem not in text.lower()  # never an input file name, never metadata text
     for path in out.rglob("*.png"):
         data = path.read_bytes()

@@ -1,0 +1,57 @@
+"""Installed use: the wheel, in a fresh environment outside the repository, runs the firewall.
+
+The fresh environment borrows the test environment's third-party packages (torch,
+diffusers... through a ``.pth`` line; CI has no network for gigabytes of wheels) but not
+its editable ``deid_client``: the package, its firewall config and the phantom model
+come from the wheel alone.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from tests.test_firewall import hospital_folder
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_wheel_runs_the_firewall_outside_the_repository(tmp_path):
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                            "--quiet", "-w", str(wheels), str(REPO)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = wheels.glob("deid_client-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
+                              "--no-deps", "--quiet", str(wheel)], capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr[-2000:]
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    # third-party packages only: a plain path line does not run the editable finder's .pth
+    Path(site, "borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DEID_PHANTOM_WEIGHTS")}
+    env["PYTHONNOUSERSITE"] = "1"
+    where = subprocess.run([str(python), "-c", "import deid_client, deid_client.phantom_flow as p; "
+                            "print(deid_client.__file__); print(p.phantom_weights_dir())"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert where.returncode == 0, where.stderr[-2000:]
+    for line in where.stdout.split():
+        assert line.startswith(site), line  # the package and its weights come from the wheel
+    data = hospital_folder(tmp_path / "hospital")
+    out = tmp_path / "out"
+    run = subprocess.run([str(venv / "bin" / "deid-client"), "firewall", str(data), "-o", str(out),
+                          "--secret-file", str(tmp_path / "secret"), "theta=4.5"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr[-2000:]  # the folder's 3 bad files
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["released"] == 5 and manifest["settings"]["theta"] == 4.5
+    assert len(list((out / "masks").glob("*.png"))) == 5
