@@ -2,12 +2,12 @@
 
     python benchmarks/firewall.py --json              # one JSON object
     python benchmarks/firewall.py --photos 8 --skip-main-job
-    python benchmarks/firewall.py identity.steps=10 identity.n_max=10   # conf/surrogate.yaml overrides
+    python benchmarks/firewall.py identity.steps=10 identity.n_max=10   # firewall config overrides
     python benchmarks/firewall.py --baseline identity.steps=28 --baseline identity.n_max=28
         # also the one-photo loop with other settings (here: the identity edit before 0.2)
 
 Both sides make surrogates, twins and masks of the same phantom photos (the main job's
-first hospital) with the settings of ``conf/surrogate.yaml``:
+first hospital) with the settings of ``deid_client/conf/surrogate.yaml``:
 
 - ``single``: ``make_surrogate`` one photo at a time, the loop the firewall ran before it
   was batched;
@@ -23,7 +23,7 @@ phantom model is arithmetic-bound, so ``ms_per_row`` (one guided evaluation of o
 says what batching can and cannot buy. ``seconds_main_job_preparation`` prepares the main
 job's nodes (``conf/data/phantom.yaml``, 2 hospitals, ``mask_source=surrogate``, no cache)
 as the simulation does: both at once, each in its own process with one CPU thread (Ray
-gives each simulated ClientApp one CPU), with the shipped ``conf/surrogate.yaml``
+gives each simulated ClientApp one CPU), with the shipped ``deid_client/conf/surrogate.yaml``
 (skipped when overrides are given).
 """
 
@@ -113,7 +113,7 @@ def main() -> None:
                         help="also time the one-photo loop with these overrides on top")
     parser.add_argument("--skip-main-job", action="store_true")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="conf/surrogate.yaml overrides")
+    parser.add_argument("overrides", nargs="*", help="deid_client/conf/surrogate.yaml overrides")
     args = parser.parse_args()
 
     cfg = compose_surrogate(args.overrides)
@@ -175,7 +175,7 @@ def main() -> None:
                    "photos_per_second_single_baseline": len(photos) / best["single_baseline"][0],
                    "speedup_vs_baseline": best["single_baseline"][0] / batched,
                    "single_baseline": best["single_baseline"][1]}
-    if not args.skip_main_job and not args.overrides:  # the nodes read conf/surrogate.yaml as it is
+    if not args.skip_main_job and not args.overrides:  # the nodes read the shipped config as it is
         _log("main job preparation: 2 hospitals at once, one thread each, mask_source=surrogate")
         started = time.perf_counter()
         spawn = multiprocessing.get_context("spawn")

@@ -14,7 +14,7 @@ gallery). ``reid_original_<attacker>`` is each one's top-1 rate on the patients'
 sessions: an attacker that cannot recognise originals proves nothing. One held-out
 photo per patient is the source: each of ``--identities`` target prompts (alternating
 sex class, ``min_change`` or more steps from the patient) gives one surrogate and its
-healthy twin (``deid_client.surrogates``), with the settings in ``conf/surrogate.yaml``.
+healthy twin (``deid_client.surrogates``), with the settings in ``deid_client/conf/surrogate.yaml``.
 ``reid_surrogate_<attacker>`` is the share of surrogates it still attributes to their
 patient (chance: 1 / patients), ``reid_twin_<attacker>`` the same for their healthy
 twins (released with them); ``reid_surrogate`` and ``reid_twin`` are the worst
@@ -49,7 +49,7 @@ from deid_client.surrogates import heal_settings, make_surrogates
 
 BENCH_SEED = 2026  # patients for the figures
 SWEEP_SEED = 4242  # other patients for choosing settings, so the figures are not tuned on
-# Each grid varies one edit around the defaults of the other (conf/surrogate.yaml).
+# Each grid varies one edit around the defaults of the other (deid_client/conf/surrogate.yaml).
 # Equal guidance on both sides cancels the push that both prompts' condition phrase gets from
 # guidance (with gamma_tgt > gamma_src the whole face turns red); unequal is kept for comparison.
 IDENTITY_GRID = ([{"identity.n_max": n} for n in (18, 20, 22, 25, 28)]
@@ -257,7 +257,7 @@ def main() -> None:
                         help="which part of the sweep to run")
     parser.add_argument("--pictures", type=Path, help="write per-patient picture rows here")
     parser.add_argument("--out", type=Path, help="write the full result (and sweep.csv) here")
-    parser.add_argument("overrides", nargs="*", help="conf/surrogate.yaml overrides, e.g. twin.n_max=6")
+    parser.add_argument("overrides", nargs="*", help="firewall config overrides, e.g. twin.n_max=6")
     args = parser.parse_args()
     if args.sweep:
         rows = sweep(args.sweep_patients, 2, args.train_sessions, args.out, args.grid)

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pathological", type=Path)
     p.add_argument("healthy", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True, help="mask PNG to write")
-    p.add_argument("--theta", type=float, default=5.0, help="a* threshold (calibrate finds one)")
+    p.add_argument("--theta", type=float,
+                   help="a* threshold (default: the firewall config's theta; calibrate finds one)")
     p.add_argument("--min-size", type=int, default=0, help="drop components up to this many px")
     p.add_argument("--max-hole-size", type=int, default=0, help="fill holes up to this many px")
     p.add_argument("--overlay", type=Path, help="also write the mask over the image (PNG)")
@@ -172,6 +173,10 @@ def _mask(args) -> int:
     from .images import read_image, write_image, write_mask
     from .masks import clean_mask, erythema_map, threshold_mask
 
+    if args.theta is None:
+        from .config import compose_surrogate
+
+        args.theta = compose_surrogate().theta
     pathological, healthy = read_image(args.pathological), read_image(args.healthy)
     diff = erythema_map(pathological, healthy)
     mask = clean_mask(threshold_mask(diff, args.theta), min_size=args.min_size,

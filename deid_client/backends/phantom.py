@@ -17,14 +17,14 @@ __all__ = ["PhantomBackend"]
 
 
 class PhantomBackend(SD3Backend):
-    """FlowEdit with the shipped ``PhantomFlowPipeline`` (see ``conf/flowedit/phantom.yaml``).
+    """FlowEdit with the shipped ``PhantomFlowPipeline`` (see ``deid_client/conf/flowedit/phantom.yaml``).
 
     Images are worked on at 64 px at most (the model's size) and returned at
     their input size.
     """
 
     family = "phantom"
-    # The identity edit of conf/flowedit/phantom.yaml, tuned with `benchmarks/phantom_deid.py --sweep`.
+    # The identity edit of deid_client/conf/flowedit/phantom.yaml (benchmarks/phantom_deid.py --sweep).
     defaults = {"steps": 7, "n_max": 7, "n_min": 0, "n_avg": 1,
                 "gamma_src": 2.5, "gamma_tgt": 2.5, "max_side": IMAGE_SIZE}
 
