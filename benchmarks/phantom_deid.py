@@ -24,6 +24,9 @@ IoU compares each surrogate's mask with the source's ground-truth mask.
 itself: the mask error that is not due to the identity change (with
 ``twin_from=patient``, the default, this is the heal the twins are made from).
 The baseline, timed in the same run, is the twin edit alone.
+The identity gate (``deid_client.gate``, ``cfg.gate``) judges every surrogate once (the
+firewall would retry): ``gate_released`` is the share it passes, ``gated_reid_*`` each
+attacker's rate among those, ``gated_lesion_iou_mean`` their lesion IoU.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from deid_client.masks import calibrate_threshold, differential_mask, erythema_m
 from deid_client.metrics import iou
 from deid_client.phantom_flow.prompts import attributes_of, prompt_for
 from deid_client.reid import AwareAttacker, CnnAttacker, DlibAttacker, photo_sessions
+from deid_client.gate import judge
 from deid_client.surrogates import heal_settings, make_surrogates
 
 BENCH_SEED = 2026  # patients for the figures
@@ -114,7 +118,7 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
     sessions, people, train_sessions = cohort.sessions, cohort.people, cohort.train_sessions
     n_patients, seed = len(people), cohort.seed
     rng = np.random.default_rng([seed, 0xDE1D])
-    ious, released, rows = [], [], []
+    ious, released, rows, verdicts = [], [], [], []
     twin_only, edit_seconds, twin_seconds, tiles = [], 0.0, 0.0, []
     diffs, truths = [], []  # for the threshold these surrogates would have wanted
     for patient, (person, photos) in enumerate(zip(people, sessions, strict=True)):
@@ -141,6 +145,8 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
             truths.append(source.mask)
             rows.append((patient, slot, target, ious[-1]))
         released += surrogates
+        verdicts += [judge(source.image, r.image, r.healthy, cfg.gate, resolution=cfg.identity.max_side)
+                     for r in surrogates]
         if pictures is not None and patient < 8:
             tiles += _picture_row(source, twin, surrogates)
         _log(f"  patient {patient + 1}/{n_patients}: IoU "
@@ -148,12 +154,24 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
     if tiles:
         pictures.mkdir(parents=True, exist_ok=True)
         write_image(pictures / "surrogates.png", image_grid(tiles, ncols=len(tiles) // min(8, n_patients)))
-    attacks = attack(cohort, released, n_identities)
+    patient_of = np.repeat(np.arange(n_patients), n_identities)
+    attacks = attack(cohort, released, patient_of)
+    passed = np.array([v.released for v in verdicts])
+    gated = attack(cohort, [r for r, ok in zip(released, passed) if ok], patient_of[passed]) \
+        if passed.any() else {}
     by_slot = np.array(ious).reshape(n_patients, n_identities)
     theta_star, iou_at_theta_star = calibrate_threshold(diffs, truths)
     return {
         **attacks,
         "reid_chance": 1.0 / n_patients,
+        # the identity gate (one draw per surrogate; the firewall retries up to gate.retries)
+        "gate_released": float(passed.mean()),
+        "gate_no_face": sum(v.distance is None for v in verdicts),
+        "gate_distance_median": float(np.median([v.distance for v in verdicts if v.distance is not None]
+                                                or [np.nan])),
+        **{f"gated_{k}": v for k, v in gated.items() if k.startswith(("reid_surrogate", "reid_twin",
+                                                                       "worst"))},
+        "gated_lesion_iou_mean": float(np.mean(np.array(ious)[passed])) if passed.any() else None,
         "lesion_iou_mean": float(np.mean(ious)),
         "lesion_iou_std": float(np.std(ious)),
         "lesion_iou_std_across_identities": float(np.std(by_slot.mean(axis=0))),
@@ -177,11 +195,11 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
     }
 
 
-def attack(cohort: Patients, released: list, n_identities: int) -> dict:
+def attack(cohort: Patients, released: list, patient_of: np.ndarray) -> dict:
     """Each attacker's share of surrogates and of their twins attributed to their patient
-    (and its rate on held-out originals), and the worst attacker's, which is the figure
-    to quote: ``reid_surrogate`` and ``reid_twin`` are the highest over attackers."""
-    patient_of = np.repeat(np.arange(len(cohort.people)), n_identities)
+    (``patient_of[i]`` is surrogate ``i``'s; and its rate on held-out originals), and the
+    worst attacker's, which is the figure to quote: ``reid_surrogate`` and ``reid_twin``
+    are the highest over attackers."""
     out = {}
     for attacker in cohort.attackers:
         for kind, images in (("surrogate", [r.image for r in released]),

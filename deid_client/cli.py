@@ -282,9 +282,9 @@ def _firewall(args) -> int:
     for label, error in report.errors:
         print(f"deid-client: skipped: {error if error.startswith(label) else f'{label}: {error}'}",
               file=sys.stderr)
-    print(f"firewall: {len(report.released)} released ({report.reused} from an earlier run), "
-          f"{len(report.errors)} failed -> {args.output} (manifest.json, contact_sheet.png)",
-          file=sys.stderr)
+    print(f"firewall: {len(report.released)} released, {len(report.refused)} refused by the identity "
+          f"gate ({report.reused} done by an earlier run), {len(report.errors)} failed -> "
+          f"{args.output} (manifest.json, contact_sheet.png)", file=sys.stderr)
     return EXIT_PARTIAL if report.errors else 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .backends import EditSettings
+from .gate import GateConfig
 from .prompts import PromptTemplate
 from .surrogates import TwinFrom, check_twin_from
 
@@ -59,6 +60,7 @@ class SurrogateConfig:
     identity: EditSettings
     twin: EditSettings
     prompts: PromptTemplate
+    gate: GateConfig
     theta: float
     min_size: int = 0
     twin_from: TwinFrom = "patient"  # what the twin edit heals: "patient" or "surrogate"
@@ -100,14 +102,14 @@ def compose_surrogate(overrides: Sequence[str] | None = None,
         # the command line still wins over the site file
         cfg = OmegaConf.merge(cfg, site, OmegaConf.from_dotlist(
             [o for o in overrides or [] if "=" in o and not o.startswith("preset=")]))
-    extra = set(cfg) - {"model", "identity", "twin", "prompts", "theta", "min_size", "twin_from",
-                         "min_change", "batch_size"}
+    extra = set(cfg) - {"model", "identity", "twin", "prompts", "gate", "theta", "min_size",
+                         "twin_from", "min_change", "batch_size"}
     if extra:
         raise ValueError(f"config 'surrogate': unknown keys {sorted(extra)}")
     return SurrogateConfig(_typed(ModelConfig, cfg.model, "model"),
                            _typed(EditSettings, cfg.identity, "identity"),
                            _typed(EditSettings, cfg.twin, "twin"), _prompts(cfg.prompts),
-                           theta=float(cfg.theta), min_size=int(cfg.min_size),
+                           _gate(cfg.gate), theta=float(cfg.theta), min_size=int(cfg.min_size),
                            twin_from=check_twin_from(str(cfg.twin_from)),
                            min_change=int(cfg.min_change),
                            batch_size=_batch_size(cfg.get("batch_size")))
@@ -131,6 +133,14 @@ def _prompts(node) -> PromptTemplate:
         return PromptTemplate(**values)
     except TypeError as exc:
         raise ValueError(f"config 'prompts': {exc}") from None
+
+
+def _gate(node) -> GateConfig:
+    values = OmegaConf.to_container(node, resolve=True)
+    try:
+        return GateConfig(**values)
+    except TypeError as exc:
+        raise ValueError(f"config 'gate': {exc}") from None
 
 
 def _batch_size(value) -> int | None:

@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .backends import working_size
 from .batch import USER_ERRORS
 from .config import SurrogateConfig
+from .gate import judge
 from .images import ImageReadError, atomic_write_bytes, read_image, write_image, write_mask
 from .prompts import Attributes
 from .pseudonyms import pseudonym
@@ -61,13 +63,14 @@ class Photo:
 
 @dataclass
 class FirewallReport:
-    """What a run did: pseudonyms released (in the photos' order, including those already
-    done by an earlier run), one-line errors by label, and where it wrote."""
+    """What a run did: pseudonyms released and refused (in the photos' order, including
+    those done by an earlier run), one-line errors by label, and where it wrote."""
 
     out_dir: Path
     released: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # the identity gate said no: no file written
     errors: list[tuple[str, str]] = field(default_factory=list)
-    reused: int = 0  # released by an earlier run of the same folder
+    reused: int = 0  # done by an earlier run of the same folder
 
     @property
     def ok(self) -> bool:
@@ -93,8 +96,10 @@ def run_firewall(
 
     Names are :func:`deid_client.pseudonyms.pseudonym` of the pixels with the site
     ``secret`` (``None``: an unkeyed content hash, for a node's private cache). A
-    photo's target prompt and noise come from ``cfg`` and its pixels alone.
-    Bad photos are reported in :attr:`FirewallReport.errors` and skipped.
+    photo's target prompt and noise come from ``cfg`` and its pixels alone. The identity
+    gate (``cfg.gate``) releases a surrogate or refuses it, after ``cfg.gate.retries`` new
+    draws; a refused photo has no file. Bad photos are reported in
+    :attr:`FirewallReport.errors` and skipped.
     """
     out = Path(out_dir)
     settings = _settings(cfg)
@@ -104,10 +109,11 @@ def run_firewall(
                          f"use a new output folder")
     _remove_stale_temporaries(out)
     batch_size = int(manifest.get("batch_size") or cfg.batch_size or _batch_for(backend, cfg))
-    done = {e["pseudonym"]: e for e in manifest.get("photos", []) if e["status"] != "error"}
-    done = {k: e for k, e in done.items() if all((out / d / f"{k}.png").is_file() for d in OUTPUTS)}
+    done = {e["pseudonym"]: e for e in manifest.get("photos", []) if e["status"] == "refused" or (
+        e["status"] == "released" and all((out / d / f"{e['pseudonym']}.png").is_file() for d in OUTPUTS))}
     report = FirewallReport(out)
     errors: dict[str, dict] = {}
+    seen: set[str] = set()
     bar = tqdm(total=len(photos), desc="firewall", unit="photo", disable=not progress)
     for start in range(0, len(photos), batch_size):
         chunk = photos[start:start + batch_size]
@@ -116,9 +122,10 @@ def run_firewall(
             try:
                 image = photo.load()
                 name = pseudonym(image, secret) if secret else image_key(image)[:20]
-                if any(name == n for n, _, _ in loaded) or name in report.released:
+                if any(name == n for n, _, _ in loaded) or name in seen:
                     continue  # the same photo twice: one surrogate
-                loaded.append((name, image, _identity_edit(cfg, image, photo.attributes)))
+                _identity_edit(cfg, image, photo.attributes)  # its attributes must be usable
+                loaded.append((name, image, photo.attributes))
             except USER_ERRORS as exc:
                 report.errors.append((photo.label, str(exc)))
                 reason = exc.reason if isinstance(exc, ImageReadError) else _first_line(exc)
@@ -129,7 +136,9 @@ def run_firewall(
             _write_manifest(out, settings, batch_size, done, errors)
         else:
             report.reused += len(loaded)
-        report.released += [n for n, _, _ in loaded]
+        for name, _, _ in loaded:
+            seen.add(name)
+            (report.released if done[name]["status"] == "released" else report.refused).append(name)
         bar.update(len(chunk))
     bar.close()
     _write_manifest(out, settings, batch_size, done, errors)
@@ -137,31 +146,53 @@ def run_firewall(
     return report
 
 
-def _identity_edit(cfg: SurrogateConfig, image: np.ndarray, attributes: Attributes | None):
-    """This photo's identity edit: its own target, drawn from its pixels' key."""
-    rng = np.random.default_rng(image_seed(cfg.identity.seed, image_key(image)))
+def _identity_edit(cfg: SurrogateConfig, image: np.ndarray, attributes: Attributes | None,
+                   draw: int = 0):
+    """This photo's identity edit for its ``draw``-th try: a target drawn from its pixels'
+    key (and the draw), so that it never depends on the other photos."""
+    rng = np.random.default_rng(image_seed(cfg.identity.seed, _noise_key(image, draw)))
     target = cfg.prompts.draw_targets(attributes, 1, rng, min_change=cfg.min_change)[0]
     return cfg.identity.with_overrides(source_prompt=cfg.prompts.describe(attributes),
                                        target_prompt=target)
 
 
+def _noise_key(image: np.ndarray, draw: int) -> str:
+    key = image_key(image)
+    return key if draw == 0 else f"{key}:draw{draw}"
+
+
 def _protect(backend, loaded: list, out: Path, cfg: SurrogateConfig) -> dict[str, dict]:
-    """One batch through the model; its files, then its manifest entries."""
+    """One batch through the model and the identity gate (``deid_client.gate``), with new
+    draws for the surrogates it stops; the released ones' files, then every manifest entry."""
     start = time.perf_counter()
-    edits = [edit for _, _, edit in loaded]
-    results = make_surrogates(backend, [im for _, im, _ in loaded], edits, cfg.twin, prompts=cfg.prompts,
-                              theta=cfg.theta, min_size=cfg.min_size, twin_from=cfg.twin_from,
-                              keys=[image_key(im) for _, im, _ in loaded], batch_size=len(loaded))
+    tried: dict[int, tuple] = {}  # photo -> (edit, surrogate, verdict) of its latest draw
+    pending = list(range(len(loaded)))
+    for draw in range(cfg.gate.retries + 1):
+        if not pending:
+            break
+        images = [loaded[i][1] for i in pending]
+        edits = [_identity_edit(cfg, loaded[i][1], loaded[i][2], draw) for i in pending]
+        results = make_surrogates(backend, images, edits, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
+                                  min_size=cfg.min_size, twin_from=cfg.twin_from,
+                                  keys=[_noise_key(im, draw) for im in images], batch_size=len(pending))
+        for i, image, edit, result in zip(pending, images, edits, results, strict=True):
+            side = max(working_size(*image.shape[:2], cfg.identity.max_side))
+            tried[i] = (edit, result, judge(image, result.image, result.healthy, cfg.gate, resolution=side))
+        pending = [i for i in pending if not tried[i][2].released]
     seconds = (time.perf_counter() - start) / len(loaded)
     entries = {}
-    for (name, _, edit), result in zip(loaded, results, strict=True):
-        write_image(out / "surrogates" / f"{name}.png", result.image)
-        write_image(out / "healthy" / f"{name}.png", result.healthy)
-        write_mask(out / "masks" / f"{name}.png", result.mask)
-        entries[name] = {"pseudonym": name, "status": "released", "reason": "",
-                         "target_prompt": edit.target_prompt, "seed": edit.seed,
-                         "seconds": round(seconds, 3),
-                         "lesion_fraction": round(float(result.mask.mean()), 6)}
+    for i, (name, _, _) in enumerate(loaded):
+        edit, result, verdict = tried[i]
+        distance = None if verdict.distance is None else round(verdict.distance, 4)
+        if verdict.released:
+            write_image(out / "surrogates" / f"{name}.png", result.image)
+            write_image(out / "healthy" / f"{name}.png", result.healthy)
+            write_mask(out / "masks" / f"{name}.png", result.mask)
+        entries[name] = {"pseudonym": name, "status": "released" if verdict.released else "refused",
+                         "reason": verdict.reason, "target_prompt": edit.target_prompt,
+                         "seed": edit.seed, "seconds": round(seconds, 3),
+                         "identity_distance": distance,
+                         "lesion_fraction": round(float(result.mask.mean()), 6) if verdict.released else None}
     return entries
 
 
@@ -200,7 +231,9 @@ def _batch_for(backend, cfg: SurrogateConfig) -> int:
 def _write_manifest(out: Path, settings: dict, batch_size: int, done: dict, errors: dict) -> None:
     photos = [done[k] for k in sorted(done)] + list(errors.values())
     atomic_write_bytes(out / MANIFEST, json.dumps(
-        {"settings": settings, "batch_size": batch_size, "released": len(done),
+        {"settings": settings, "batch_size": batch_size,
+         "released": sum(e["status"] == "released" for e in done.values()),
+         "refused": sum(e["status"] == "refused" for e in done.values()),
          "errors": len(errors), "photos": photos}, indent=2).encode() + b"\n")
 
 

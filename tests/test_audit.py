@@ -102,3 +102,27 @@ def test_recolouring_and_grayscale():
     gray = grayscale(np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8)[None])
     assert gray.shape == (1, 1, 2, 3) and (gray[..., 0] == gray[..., 2]).all()
     assert gray[0, 0, :, 0].tolist() == [76, 29]
+
+
+def test_the_gate_stops_the_patient_and_lets_another_person_through(astronaut, hopper):
+    """The identity gate on real photos: the patient back (or blurred to the model's
+    working size) is refused, another person is released, a photo without a face is
+    refused unless the site says otherwise; the twin counts as much as the surrogate."""
+    from deid_client.gate import GateConfig, judge
+
+    gate = GateConfig(threshold=SAME_PERSON)
+    hopper = np.asarray(Image.fromarray(hopper).resize(astronaut.shape[1::-1]))
+    same = judge(astronaut, astronaut, astronaut, gate)
+    assert not same.released and same.distance == 0.0 and "too close" in same.reason
+    small = np.asarray(Image.fromarray(astronaut).resize((64, 64), Image.LANCZOS))
+    enlarged = np.asarray(Image.fromarray(small).resize(astronaut.shape[1::-1], Image.LANCZOS))
+    assert not judge(astronaut, enlarged, enlarged, gate, resolution=64).released  # blur is no change
+    other = judge(astronaut, hopper, hopper, gate)
+    assert other.released and other.distance > SAME_PERSON
+    assert not judge(astronaut, hopper, astronaut, gate).released  # the twin gave the patient away
+    cat = data.chelsea()
+    assert not judge(cat, cat, cat, gate).released and judge(cat, cat, cat, gate).distance is None
+    assert judge(cat, cat, cat, GateConfig(threshold=SAME_PERSON, no_face="release")).released
+    assert judge(astronaut, astronaut, astronaut, GateConfig(threshold=0.6, enabled=False)).released
+    with pytest.raises(ValueError, match="no_face"):
+        GateConfig(threshold=0.6, no_face="maybe")

@@ -74,7 +74,9 @@ def test_app_runs_to_completion_over_tls(federation):
     # Both sites trained through the firewall: their caches hold its outputs.
     for site, photos in (("site0", 4), ("site1", 6)):  # site1: 8 photos, 2 held out
         manifests = list((federation.root / site).glob("firewall-*/manifest.json"))
-        assert len(manifests) == 1 and json.loads(manifests[0].read_text())["released"] >= photos
+        assert len(manifests) == 1
+        manifest = json.loads(manifests[0].read_text())  # the identity gate refuses some
+        assert manifest["released"] >= 1 and manifest["released"] + manifest["refused"] >= photos
     # Both sites' train and evaluate replies were screened over the wire; none broke the contract.
     assert history["privacy_violations"] == [] and history["replies_screened"] == 4
     assert (out / "final_model.pt").is_file()

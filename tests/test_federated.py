@@ -9,7 +9,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedProx, Result
 
-from deid_client.images import write_image
+from deid_client.images import read_image, write_image
 from deid_client.node_data import DataConfig, load_node_data, training_mask
 from deid_client.phantom import make_phantom
 from deid_client.segmentation import build_unet, evaluate, train_epochs
@@ -157,6 +157,34 @@ def test_folder_data_for_a_real_site(tmp_path):
     for folder, pixels in (("images", extra.image), ("healthy", extra.healthy), ("masks", extra.mask)):
         write_image(site / folder / "case_99999.png", pixels)
     assert load_node_data(config, tmp_path / "cache").train_images.shape[0] == 5
+
+
+def test_a_folder_of_photos_alone_is_a_node(tmp_path, caplog):
+    """images/ only (no healthy twins, no masks): every photo goes through the firewall and
+    is trained on, nothing is scored (said once); the research source oracle says what it
+    lacks; a bad file is skipped."""
+    from deid_client.phantom import plan_cohort, write_cohort
+
+    write_cohort(plan_cohort(5, 1, seed=4), tmp_path / "cohort", size=64, progress=False)
+    site = tmp_path / "site"
+    site.mkdir()
+    (tmp_path / "cohort" / "hospital_0" / "images").rename(site / "images")
+    (site / "images" / "scan.png").write_bytes(b"\x89PNG broken")
+    with caplog.at_level("WARNING"):
+        data = load_node_data(DataConfig(data_dir=str(site), image_size=64), tmp_path / "cache")
+    (firewall,) = (tmp_path / "cache").glob("firewall-*")
+    manifest = json.loads((firewall / "manifest.json").read_text())
+    assert manifest["released"] + manifest["refused"] == 5 and manifest["released"] >= 3
+    n = manifest["released"]  # the identity gate's refusals never reach training
+    assert data.train_images.shape == (n, 64, 64, 3) and data.train_masks.shape == (n, 64, 64)
+    assert data.eval_images.shape == (0, 64, 64, 3) and data.eval_masks.shape == (0, 64, 64)
+    assert sum("reports no held-out score" in r.message for r in caplog.records) == 1
+    assert any("scan.png" in r.message for r in caplog.records)  # skipped, the node goes on
+    originals = [read_image(p) for p in sorted((site / "images").glob("case_*.png"))]
+    for surrogate in data.train_images:  # trained on surrogates, none of them a patient's photo
+        assert min(np.abs(surrogate.astype(int) - original).mean() for original in originals) > 5
+    with pytest.raises(ValueError, match="healthy"):
+        load_node_data(DataConfig(data_dir=str(site), image_size=64, mask_source="oracle"))
 
 
 def test_fedprox_term_pulls_towards_the_global_model():

@@ -63,10 +63,17 @@ def outputs(out: Path) -> dict[str, bytes]:
     return files
 
 
+#: Photos without faces (a cat, coffee, a rocket) are released here, not refused: the
+#: tests that need files to look at say so; the gate's defaults are tested on their own.
+RELEASE_NO_FACE = "gate.no_face=release"
+
+
 def test_real_photos_and_bad_files_through_the_command(tmp_path, capsys):
     site = hospital_folder(tmp_path / "site")
     out = tmp_path / "out"
-    code = main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "secret")])
+    argv = ["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "secret"),
+            RELEASE_NO_FACE]
+    code = main(argv)
     err = capsys.readouterr().err
     assert code == 1  # some photos failed
     skipped = [line for line in err.splitlines() if line.startswith("deid-client: skipped:")]
@@ -74,7 +81,10 @@ def test_real_photos_and_bad_files_through_the_command(tmp_path, capsys):
     assert all(name in err for name in ("empty.png", "referral_letter.jpg", "broken_scan.png"))
     manifest = json.loads((out / MANIFEST).read_text())
     released = [e for e in manifest["photos"] if e["status"] == "released"]
-    assert len(released) == 5 and manifest["released"] == 5 and manifest["errors"] == 3
+    refused = [e for e in manifest["photos"] if e["status"] == "refused"]
+    assert len(released) >= 3 and len(released) + len(refused) == 5 and manifest["errors"] == 3
+    assert manifest["released"] == len(released) and manifest["refused"] == len(refused)
+    assert all("too close" in e["reason"] and e["identity_distance"] < 0.36 for e in refused)
     names = {e["pseudonym"] for e in released}
     for folder in OUTPUTS:  # the same pseudonymous PNG name in all three folders
         assert {p.stem for p in (out / folder).iterdir()} == names
@@ -89,20 +99,19 @@ def test_real_photos_and_bad_files_through_the_command(tmp_path, capsys):
     for entry in released:
         assert entry["target_prompt"].endswith("with facial erythema") and 0 <= entry["lesion_fraction"] < 1
         assert set(entry) == {"pseudonym", "status", "reason", "target_prompt", "seed", "seconds",
-                              "lesion_fraction"}
+                              "identity_distance", "lesion_fraction"}
     surrogate = np.asarray(Image.open(out / "surrogates" / f"{released[0]['pseudonym']}.png"))
     assert surrogate.dtype == np.uint8 and surrogate.ndim == 3
     sheet = Image.open(out / "contact_sheet.png")
-    assert sheet.size == (3 * 128, 5 * 128)
+    assert sheet.size == (3 * 128, len(released) * 128)
 
     # A rerun finds everything done and leaves the outputs as they were.
     before = outputs(out)
-    assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "secret")]) == 1
-    assert "5 released (5 from an earlier run)" in capsys.readouterr().err
+    assert main(argv) == 1
+    assert "(5 done by an earlier run)" in capsys.readouterr().err
     assert outputs(out) == before
     # Other settings into the same folder: a usage error, and nothing changes.
-    assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "secret"),
-                 "theta=4.0"]) == 2
+    assert main([*argv, "theta=4.0"]) == 2
     assert "other settings" in capsys.readouterr().err and outputs(out) == before
 
 
@@ -130,7 +139,7 @@ def test_a_run_killed_at_any_moment_resumes_byte_identical(tmp_path):
     for i in range(4):  # more photos: more batches to be killed in
         Image.fromarray(np.roll(skdata.astronaut()[::4, ::4], 17 * i, axis=1)).save(
             site / "images" / f"extra_{i}.png")
-    secret = ["--secret-file", tmp_path / "secret"]
+    secret = ["--secret-file", tmp_path / "secret", RELEASE_NO_FACE]
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     whole = subprocess.run(firewall_cli(site, "-o", tmp_path / "whole", *secret), env=env,
                            capture_output=True, text=True, timeout=300)
@@ -153,12 +162,33 @@ def test_a_run_killed_at_any_moment_resumes_byte_identical(tmp_path):
             kills += 1
         process.wait()
     assert kills >= 1
-    partial = json.loads((out / MANIFEST).read_text())["released"]
-    assert partial < 9  # the first kill left work undone
+    partial = json.loads((out / MANIFEST).read_text())
+    assert partial["released"] + partial["refused"] < 9  # the first kill left work undone
     rerun = subprocess.run(firewall_cli(site, "-o", out, *secret), env=env, capture_output=True,
                            text=True, timeout=300)
     assert rerun.returncode == 1, rerun.stderr[-2000:]
     assert outputs(out) == outputs(tmp_path / "whole")
+
+
+def test_without_the_identity_edit_nothing_is_released(tmp_path):
+    """identity.n_max=0 gives the patient back: the gate refuses every photo (the patient's
+    own face, or no face to audit), and no file of them is written; a node then fails
+    with a clear error instead of training on patients."""
+    from deid_client.node_data import DataConfig, load_node_data
+    from deid_client.phantom import plan_cohort, write_cohort
+
+    write_cohort(plan_cohort(6, 1, seed=2), tmp_path / "cohort", size=64, progress=False)
+    site = tmp_path / "cohort" / "hospital_0"
+    out = tmp_path / "out"
+    assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "s"),
+                 "identity.n_max=0"]) == 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["released"] == 0 and manifest["refused"] == 6
+    assert not any((out / folder).exists() and any((out / folder).iterdir()) for folder in OUTPUTS)
+    faces = [e for e in manifest["photos"] if e["identity_distance"] is not None]
+    assert faces and all(e["identity_distance"] < 0.1 for e in faces)  # the patient, unchanged
+    with pytest.raises(ValueError, match="no photo made it through the firewall"):
+        load_node_data(DataConfig(data_dir=str(site), image_size=64, firewall=("identity.n_max=0",)))
 
 
 def test_site_attributes_keep_surrogates_away_from_the_patient(tmp_path):
@@ -172,7 +202,8 @@ def test_site_attributes_keep_surrogates_away_from_the_patient(tmp_path):
     (site / "attributes.csv").write_text("file,sex,skin_type\n" + "".join(
         f"{f},{a['sex']},{a['skin_type']}\n" for f, a in known.items()))
     out = tmp_path / "out"
-    assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "s")]) == 0
+    assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "s"),
+                 RELEASE_NO_FACE]) == 0
     prompts, secret = compose_surrogate().prompts, load_site_secret(tmp_path / "s")
     targets = {e["pseudonym"]: e["target_prompt"] for e in json.loads((out / MANIFEST).read_text())["photos"]}
     for file, patient in known.items():
