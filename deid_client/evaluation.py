@@ -52,9 +52,13 @@ def evaluate_phantoms(phantoms: Sequence[Phantom], objective: str = "mean") -> d
     }
 
 
-def distribution_report(pathological: np.ndarray, healthy: np.ndarray) -> dict:
-    """Bhattacharyya coefficient and KS statistic between the a* of two images."""
+def distribution_report(pathological: np.ndarray, healthy: np.ndarray,
+                        region: np.ndarray | None = None) -> dict:
+    """Bhattacharyya coefficient and KS statistic between the a* of two images (inside
+    the boolean ``region`` only, e.g. the face, if given)."""
     a1, a2 = a_star(pathological), a_star(healthy)
+    if region is not None:
+        a1, a2 = a1[region], a2[region]
     return {"bhattacharyya": bhattacharyya(histogram(a1), histogram(a2)),
             "ks": ks_statistic(a1, a2)}
 

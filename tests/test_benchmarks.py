@@ -59,3 +59,15 @@ def test_deid_benchmark_reports_every_attacker_and_quotes_the_worst():
     assert 0.0 <= result["gate_released"] <= 1.0 and 0 <= result["gate_no_face"] <= 6
     if result["gate_released"] > 0:  # the attackers also judged on what the gate lets out
         assert result["gated_reid_surrogate"] == max(result[f"gated_reid_surrogate_{n}"] for n in attackers)
+
+
+@pytest.mark.slow
+def test_distribution_table_compares_the_papers_pairs():
+    result = _run("benchmarks/distributions.py", "--patients", "2", "identity.steps=2", "identity.n_max=2")
+    for pair in ("original_vs_synthetic_healthy", "surrogate_vs_twin", "original_vs_exact_healthy"):
+        for region in ("image", "face"):
+            assert 0.0 < result[f"{pair}_{region}_bhattacharyya_mean"] <= 1.0
+            assert 0.0 <= result[f"{pair}_{region}_ks_mean"] <= 1.0
+    # the lesion is a small part of the image: inside the face the pairs differ more
+    assert (result["original_vs_exact_healthy_face_ks_mean"]
+            > result["original_vs_exact_healthy_image_ks_mean"])
