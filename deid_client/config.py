@@ -108,8 +108,10 @@ def compose_surrogate(overrides: Sequence[str] | None = None,
         raise ValueError(f"config 'surrogate': unknown keys {sorted(extra)}")
     return SurrogateConfig(_typed(ModelConfig, cfg.model, "model"),
                            _typed(EditSettings, cfg.identity, "identity"),
-                           _typed(EditSettings, cfg.twin, "twin"), _prompts(cfg.prompts),
-                           _gate(cfg.gate), theta=float(cfg.theta), min_size=int(cfg.min_size),
+                           _typed(EditSettings, cfg.twin, "twin"),
+                           _built(PromptTemplate, cfg.prompts, "prompts"),
+                           _built(GateConfig, cfg.gate, "gate"),
+                           theta=float(cfg.theta), min_size=int(cfg.min_size),
                            twin_from=check_twin_from(str(cfg.twin_from)),
                            min_change=int(cfg.min_change),
                            batch_size=_batch_size(cfg.get("batch_size")))
@@ -127,20 +129,13 @@ def _compose(name: str, overrides: Sequence[str] | None) -> DictConfig:
             raise ValueError(f"config '{name}': {str(exc).splitlines()[0]}") from None
 
 
-def _prompts(node) -> PromptTemplate:
-    values = OmegaConf.to_container(node, resolve=True)
+def _built(cls, node, name: str):
+    """``cls`` from a config node whose fields OmegaConf cannot type (Literal, nested
+    containers); the class validates its own values."""
     try:
-        return PromptTemplate(**values)
+        return cls(**OmegaConf.to_container(node, resolve=True))
     except TypeError as exc:
-        raise ValueError(f"config 'prompts': {exc}") from None
-
-
-def _gate(node) -> GateConfig:
-    values = OmegaConf.to_container(node, resolve=True)
-    try:
-        return GateConfig(**values)
-    except TypeError as exc:
-        raise ValueError(f"config 'gate': {exc}") from None
+        raise ValueError(f"config '{name}': {exc}") from None
 
 
 def _batch_size(value) -> int | None:

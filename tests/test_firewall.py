@@ -235,6 +235,10 @@ def test_phantom_prompts_are_the_models_own_words():
     with pytest.raises(ValueError, match="person"):
         PromptTemplate(patient="{condition}", person="a {sex}, {condition}", condition="c",
                        healthy="h", attributes={"age": {"old": "old"}})
+    with pytest.raises(ValueError, match="no_face"):
+        compose_surrogate(["gate.no_face=maybe"])
+    with pytest.raises(ValueError, match="gate"):
+        compose_surrogate(["+gate.strict=true"])
     photo = compose_surrogate(["preset=sd35_medium"])
     assert photo.model.id == "stabilityai/stable-diffusion-3.5-medium"
     assert photo.prompts.healthy_prompt(photo.prompts.describe(None)).endswith("clear, healthy skin")
