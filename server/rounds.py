@@ -1,16 +1,23 @@
-"""Rounds that fail: fewer successful replies than ``min-nodes`` keep the previous model.
+"""Rounds that fail, and rounds that must not depend on who answered first.
+
+Fewer successful replies than ``min-nodes`` keep the previous model.
 
 Flower's strategies aggregate whatever arrives; a round in which every node failed
 would then end with no model at all. Here such a round is recorded (with each
 node's one-line error) and changes nothing; after ``max_failed_rounds`` of them the
 run sends no more work and the ServerApp ends with an error.
+
+Replies are aggregated in the order of their content's digest, not in the order they
+arrived: floating-point sums depend on order, and a run must give the same model and
+history bit for bit however the network or the simulation schedules its nodes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
-__all__ = ["RoundKeeper", "RunFailed"]
+__all__ = ["RoundKeeper", "RunFailed", "content_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +55,30 @@ class RoundKeeper:
             log.error("round %d failed: %d of %d needed replies; the global model is kept. %s",
                       server_round, len(good), self.min_replies, "; ".join(errors))
             return None, None
-        return super().aggregate_train(server_round, good)
+        return super().aggregate_train(server_round, sorted(good, key=content_digest))
 
     def aggregate_evaluate(self, server_round, replies):
         # a node without reference masks reports num-examples 0: no weight, no division by zero
         scored = [r for r in replies if not r.has_error()
                   and float(next(iter(r.content.metric_records.values()))["num-examples"]) > 0]
-        return super().aggregate_evaluate(server_round, scored) if scored else None
+        if not scored:
+            return None
+        return super().aggregate_evaluate(server_round, sorted(scored, key=content_digest))
+
+
+def content_digest(reply) -> str:
+    """SHA-256 of a reply's arrays and metrics (names, shapes, dtypes, bytes, values):
+    the same content gives the same digest on every run."""
+    digest = hashlib.sha256()
+    content = reply.content
+    for name, record in sorted(content.array_records.items()):
+        for key, array in sorted(record.items()):
+            data = array.numpy()
+            digest.update(f"{name}/{key}:{data.dtype}:{data.shape}".encode())
+            digest.update(data.tobytes())
+    for name, record in sorted(content.metric_records.items()):
+        digest.update(repr((name, sorted(record.items()))).encode())
+    return digest.hexdigest()
 
 
 def _first_line(text: str) -> str:

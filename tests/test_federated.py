@@ -100,6 +100,29 @@ def test_a_round_without_enough_replies_keeps_the_model_and_then_stops(model_sta
     assert make_strategy("fedavg", model_shapes=shapes).aggregate_evaluate(1, [unscored]) is None
 
 
+def test_aggregation_does_not_depend_on_reply_order(model_state):
+    """Floating-point sums depend on order: the same replies, arriving in any order, give
+    the same model bit for bit (and the same metrics)."""
+    shapes = {k: tuple(v.shape) for k, v in model_state.items()}
+    generator = torch.Generator().manual_seed(0)
+    replies = [reply(RecordDict({
+        "arrays": ArrayRecord({k: v + torch.randn(v.shape, generator=generator) if v.is_floating_point()
+                               else v for k, v in model_state.items()}),
+        "metrics": MetricRecord({"train_loss": 0.1 * n + 0.1, "num-examples": 3 + 4 * n})}), node=n)
+        for n in range(4)]
+    results = []
+    for order in ([0, 1, 2, 3], [3, 1, 0, 2], [2, 3, 1, 0]):
+        arrays, metrics = make_strategy("fedavg", model_shapes=shapes, min_nodes=1).aggregate_train(
+            1, [replies[i] for i in order])
+        results.append(({k: v.numpy().tobytes() for k, v in arrays.items()}, dict(metrics)))
+    assert results[0] == results[1] == results[2]
+    evals = [reply(RecordDict({"metrics": MetricRecord({"eval_dice": 0.1 + 0.37 * n,
+                                                        "num-examples": 1 + n})}), node=n)
+             for n in range(5)]
+    strategy = make_strategy("fedavg", model_shapes=shapes, min_nodes=1)
+    assert len({repr(dict(strategy.aggregate_evaluate(1, evals[::step]))) for step in (1, -1)}) == 1
+
+
 def test_strategy_choices(model_state):
     shapes = {k: tuple(v.shape) for k, v in model_state.items()}
     assert isinstance(make_strategy("fedprox", model_shapes=shapes, proximal_mu=0.1), FedProx)
