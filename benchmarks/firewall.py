@@ -44,7 +44,7 @@ from omegaconf import OmegaConf
 
 from deid_client.config import compose_surrogate
 from deid_client.node_data import DataConfig, _phantom_samples, load_node_data
-from deid_client.surrogates import make_surrogate, make_surrogates
+from deid_client.surrogates import make_surrogate, make_surrogates, photos_per_call
 
 
 def _log(message: str) -> None:
@@ -127,8 +127,8 @@ def main() -> None:
                                              s.attributes, 1, rng, min_change=cfg.min_change)[0])
              for s in samples]
     common = dict(prompts=cfg.prompts, theta=cfg.theta, min_size=cfg.min_size, twin_from=cfg.twin_from)
-    batch_size = args.batch_size or cfg.batch_size or max(
-        1, backend.images_per_call(photos[0], edits[0]) // (2 if cfg.twin_from == "patient" else 1))
+    batch_size = args.batch_size or cfg.batch_size or photos_per_call(backend, photos[0], edits[0],
+                                                                      cfg.twin_from)
     make_surrogates(backend, photos[:2], edits[:2], cfg.twin, batch_size=2, **common)  # warm-up
 
     def one_by_one(cfg, edits):

@@ -29,12 +29,13 @@ from tqdm.auto import tqdm
 from .backends import working_size
 from .batch import USER_ERRORS
 from .config import SurrogateConfig
+from .audit import face_embedding
 from .gate import judge
 from .images import ImageReadError, atomic_write_bytes, read_image, write_image, write_mask
 from .prompts import Attributes
 from .pseudonyms import pseudonym
 from .seeds import image_key, image_seed
-from .surrogates import make_surrogates
+from .surrogates import make_surrogates, photos_per_call
 
 __all__ = ["Photo", "FirewallReport", "run_firewall", "folder_photos", "read_manifest", "MANIFEST", "OUTPUTS",
            "CONTACT_SHEET"]
@@ -166,6 +167,8 @@ def _protect(backend, loaded: list, out: Path, cfg: SurrogateConfig) -> dict[str
     draws for the surrogates it stops; the released ones' files, then every manifest entry."""
     start = time.perf_counter()
     tried: dict[int, tuple] = {}  # photo -> (edit, surrogate, verdict) of its latest draw
+    sides = [max(working_size(*image.shape[:2], cfg.identity.max_side)) for _, image, _ in loaded]
+    patients: dict[int, np.ndarray | None] = {}  # each patient's face embedding, made once
     pending = list(range(len(loaded)))
     for draw in range(cfg.gate.retries + 1):
         if not pending:
@@ -176,8 +179,10 @@ def _protect(backend, loaded: list, out: Path, cfg: SurrogateConfig) -> dict[str
                                   min_size=cfg.min_size, twin_from=cfg.twin_from,
                                   keys=[_noise_key(im, draw) for im in images], batch_size=len(pending))
         for i, image, edit, result in zip(pending, images, edits, results, strict=True):
-            side = max(working_size(*image.shape[:2], cfg.identity.max_side))
-            tried[i] = (edit, result, judge(image, result.image, result.healthy, cfg.gate, resolution=side))
+            if i not in patients and cfg.gate.enabled:
+                patients[i] = face_embedding(image, resolution=sides[i])
+            tried[i] = (edit, result, judge(image, result.image, result.healthy, cfg.gate,
+                                            resolution=sides[i], patient_embedding=patients.get(i)))
         pending = [i for i in pending if not tried[i][2].released]
     seconds = (time.perf_counter() - start) / len(loaded)
     entries = {}
@@ -224,8 +229,7 @@ def _settings(cfg: SurrogateConfig) -> dict:
 
 def _batch_for(backend, cfg: SurrogateConfig) -> int:
     probe = np.zeros((cfg.identity.max_side, cfg.identity.max_side, 3), np.uint8)
-    per_call = backend.images_per_call(probe, cfg.identity)
-    return max(1, per_call // (2 if cfg.twin_from == "patient" else 1))
+    return photos_per_call(backend, probe, cfg.identity, cfg.twin_from)
 
 
 def _write_manifest(out: Path, settings: dict, batch_size: int, done: dict, errors: dict) -> None:

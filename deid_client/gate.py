@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from .audit import face_distance
+from .audit import face_embedding
 
 __all__ = ["GateConfig", "Verdict", "judge"]
 
@@ -48,10 +48,13 @@ class Verdict:
 
 
 def judge(patient: np.ndarray, surrogate: np.ndarray, healthy: np.ndarray, gate: GateConfig, *,
-          resolution: int | None = None) -> Verdict:
+          resolution: int | None = None, patient_embedding: np.ndarray | None = None) -> Verdict:
     """Whether a surrogate and its twin may leave: both at least ``gate.threshold`` from
     the patient in dlib's face embedding, compared at ``resolution`` pixels on the longer
-    side (the model's working size; default: the photos' own).
+    side (the model's working size; default: the smallest of the photos' own sizes).
+
+    ``patient_embedding``: the patient's :func:`~deid_client.audit.face_embedding` at
+    ``resolution``, where the caller has it already (one photo judged on several draws).
 
     >>> photo = np.zeros((64, 64, 3), np.uint8)  # no face at all
     >>> judge(photo, photo, photo, GateConfig(threshold=0.6)).reason
@@ -59,11 +62,14 @@ def judge(patient: np.ndarray, surrogate: np.ndarray, healthy: np.ndarray, gate:
     """
     if not gate.enabled:
         return Verdict(True, None, "not audited (gate.enabled=false)")
-    distances = [face_distance(patient, x, resolution=resolution) for x in (surrogate, healthy)]
-    if any(d is None for d in distances):
+    resolution = resolution or min(max(x.shape[:2]) for x in (patient, surrogate, healthy))
+    if patient_embedding is None:
+        patient_embedding = face_embedding(patient, resolution=resolution)
+    others = [face_embedding(x, resolution=resolution) for x in (surrogate, healthy)]
+    if patient_embedding is None or any(e is None for e in others):
         released = gate.no_face == "release"
         return Verdict(released, None, f"no face found to audit (gate.no_face={gate.no_face})")
-    nearest = min(distances)
+    nearest = min(float(np.linalg.norm(e - patient_embedding)) for e in others)
     if nearest < gate.threshold:
         return Verdict(False, nearest, f"identity distance {nearest:.3f} < gate.threshold "
                                        f"{gate.threshold}: too close to the patient")

@@ -33,7 +33,7 @@ from .prompts import PromptTemplate
 from .seeds import image_key
 
 __all__ = ["Surrogate", "TwinFrom", "TWIN_FROM", "check_twin_from", "make_surrogate", "make_surrogates",
-           "twin_settings", "heal_settings"]
+           "twin_settings", "heal_settings", "photos_per_call"]
 
 TwinFrom = Literal["patient", "surrogate"]
 TWIN_FROM: tuple[str, ...] = get_args(TwinFrom)
@@ -51,6 +51,14 @@ class Surrogate:
     image: np.ndarray  # uint8 RGB: a synthetic person with the patient's condition
     healthy: np.ndarray  # uint8 RGB: the same synthetic person without it
     mask: np.ndarray  # bool: where the surrogate is redder than its twin by more than theta
+
+
+def photos_per_call(backend: DiffusersBackend, image: np.ndarray, identity_edit: EditSettings,
+                    twin_from: TwinFrom = "patient") -> int:
+    """How many photos one model call takes (:meth:`DiffusersBackend.images_per_call`),
+    halved on the patient route, which edits each photo and its healed copy at once."""
+    per_call = backend.images_per_call(image, identity_edit)
+    return max(1, per_call // (2 if check_twin_from(twin_from) == "patient" else 1))
 
 
 def twin_settings(identity_edit: EditSettings, twin_edit: EditSettings,
@@ -110,7 +118,7 @@ def make_surrogates(
     progress: bool = False,
 ) -> list[Surrogate]:
     """Surrogates, twins and masks of many photos, ``batch_size`` photos per model call
-    (``None``: as many as the backend takes, :meth:`DiffusersBackend.images_per_call`).
+    (``None``: as many as the backend takes, :func:`photos_per_call`).
 
     Photo ``i`` is edited with ``identity_edits[i]`` and its noise comes from that edit's
     seed and ``keys[i]`` (default: a hash of its pixels), so its result is the one
@@ -135,9 +143,8 @@ def make_surrogates(
     if len(identity_edits) != len(images):
         raise ValueError(f"{len(images)} photos but {len(identity_edits)} identity edits")
     keys = [k or image_key(im) for im, k in zip(images, keys or [None] * len(images), strict=True)]
-    if batch_size is None and images:  # the patient route edits each photo and its healed copy at once
-        batch_size = max(1, backend.images_per_call(images[0], identity_edits[0])
-                         // (2 if twin_from == "patient" else 1))
+    if batch_size is None and images:
+        batch_size = photos_per_call(backend, images[0], identity_edits[0], twin_from)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     out: list[Surrogate] = []
