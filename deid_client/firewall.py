@@ -183,7 +183,8 @@ def _protect(backend, loaded: list, out: Path, cfg: SurrogateConfig) -> dict[str
                 patients[i] = face_embedding(image, resolution=sides[i])
             tried[i] = (edit, result, judge(image, result.image, result.healthy, cfg.gate,
                                             resolution=sides[i], patient_embedding=patients.get(i)))
-        pending = [i for i in pending if not tried[i][2].released]
+        # a patient without a face cannot be audited on any draw: retrying only costs time
+        pending = [i for i in pending if not tried[i][2].released and patients.get(i) is not None]
     seconds = (time.perf_counter() - start) / len(loaded)
     entries = {}
     for i, (name, _, _) in enumerate(loaded):

@@ -191,6 +191,25 @@ def test_without_the_identity_edit_nothing_is_released(tmp_path):
         load_node_data(DataConfig(data_dir=str(site), image_size=64, firewall=("identity.n_max=0",)))
 
 
+def test_a_photo_without_a_face_is_refused_without_new_draws(tmp_path):
+    """The gate cannot audit a patient photo without a face on any draw: it is refused
+    after one (and a photo with a face that is refused is retried gate.retries times)."""
+    from deid_client.firewall import Photo, run_firewall
+
+    cfg = compose_surrogate(["gate.retries=2", "identity.n_max=0"])
+    backend = cfg.model.load()
+    calls = []
+    edit_batch = backend.edit_batch
+    backend.edit_batch = lambda images, *a, **k: calls.append(len(images)) or edit_batch(images, *a, **k)
+    coffee = Photo(lambda: skdata.coffee()[::8, ::8], "coffee.png")
+    report = run_firewall(backend, [coffee], tmp_path / "a", cfg, progress=False)
+    assert report.refused and len(calls) == 2  # one draw: heal, then both identity edits
+    face = Photo(lambda: skdata.astronaut()[20:276:4, 130:386:4], "astronaut.png")  # 64 px, a face
+    calls.clear()
+    report = run_firewall(backend, [face], tmp_path / "b", cfg, progress=False)
+    assert report.refused and len(calls) == 2 * 3  # the patient unchanged on all three draws
+
+
 def test_site_attributes_keep_surrogates_away_from_the_patient(tmp_path):
     """attributes.csv beside the photos: each target is min_change steps from what is known."""
     from deid_client.images import read_image
