@@ -13,7 +13,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from .node_data import DataConfig, default_cache_dir, load_node_data
-from .segmentation import build_unet, evaluate, train_epochs
+from .segmentation import build_unet, evaluate, round_lr, train_epochs
 
 app = ClientApp()
 
@@ -71,13 +71,15 @@ def train(msg: Message, context: Context) -> Message:
     data_seconds = time.perf_counter() - start
     model = _model(msg, context)
     config = msg.content["config"]
+    run = context.run_config
+    server_round = int(config["rounds-done"]) + int(config["server-round"])
     start = time.perf_counter()
     loss = train_epochs(
         model, data.train_images, data.train_masks,
-        epochs=int(context.run_config["local-epochs"]), lr=float(config["lr"]),
-        batch_size=int(context.run_config["batch-size"]),
-        device=_train_device(context),
-        seed=int(config.get("server-round", 0)), proximal_mu=float(config.get("proximal-mu", 0.0)))
+        epochs=int(run["local-epochs"]), batch_size=int(run["batch-size"]),
+        lr=round_lr(float(config["lr"]), server_round, int(config["num-server-rounds"])),
+        device=_train_device(context), seed=server_round,
+        proximal_mu=float(config.get("proximal-mu", 0.0)))
     metrics = MetricRecord({"train_loss": loss, "num-examples": len(data.train_images),
                             "time_data_s": data_seconds,
                             "time_train_s": time.perf_counter() - start})

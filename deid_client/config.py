@@ -122,11 +122,30 @@ def _compose(name: str, overrides: Sequence[str] | None) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    with config_dir() as folder, initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+    with _own_hydra(), config_dir() as folder, initialize_config_dir(config_dir=str(folder),
+                                                                     version_base="1.3"):
         try:
             return compose(name, overrides=list(overrides or []))
         except (HydraException, OmegaConfBaseException) as exc:  # a user's override
             raise ValueError(f"config '{name}': {str(exc).splitlines()[0]}") from None
+
+
+@contextlib.contextmanager
+def _own_hydra():
+    """Hydra's compose API refuses to run inside a Hydra application (a research
+    simulation that prepares its data in-process): set the application's Hydra aside
+    while the firewall's config is composed, and put it back."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    global_hydra = GlobalHydra.instance()
+    running = global_hydra.hydra if global_hydra.is_initialized() else None
+    global_hydra.clear()
+    try:
+        yield
+    finally:
+        global_hydra.clear()
+        if running is not None:
+            global_hydra.initialize(running)
 
 
 def _built(cls, node, name: str):

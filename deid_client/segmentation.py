@@ -5,6 +5,8 @@ Arrays in, numbers out: images are uint8 N x H x W x 3, masks bool N x H x W.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
@@ -12,7 +14,7 @@ from torch import nn
 
 from .metrics import dice, iou
 
-__all__ = ["build_unet", "DiceBCELoss", "train_epochs", "evaluate", "to_tensors"]
+__all__ = ["build_unet", "DiceBCELoss", "train_epochs", "evaluate", "to_tensors", "round_lr"]
 
 
 def build_unet(encoder: str = "resnet18", depth: int = 3, *, seed: int = 0) -> nn.Module:
@@ -37,15 +39,27 @@ def build_unet(encoder: str = "resnet18", depth: int = 3, *, seed: int = 0) -> n
 
 
 class DiceBCELoss(nn.Module):
-    """Dice loss plus binary cross-entropy, both on logits."""
+    """Dice loss plus binary cross-entropy, both on logits. ``pos_weight`` weighs the
+    lesion pixels' cross-entropy: lesions cover about 2% of a phantom photo, and
+    unweighted the first rounds learn to predict no lesion at all (docs/training.md)."""
 
-    def __init__(self):
+    def __init__(self, pos_weight: float = 1.0):
         super().__init__()
         self.dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
-        self.bce = nn.BCEWithLogitsLoss()
+        self.bce = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float(pos_weight)))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.dice(logits, target) + self.bce(logits, target)
+
+
+def round_lr(lr: float, server_round: int, num_rounds: int) -> float:
+    """The learning rate of federated round ``server_round`` (1-based) of ``num_rounds``:
+    cosine decay from ``lr``, so that late rounds refine instead of jumping about.
+
+    >>> [round(round_lr(1.0, r, 5), 3) for r in range(1, 6)]
+    [1.0, 0.905, 0.655, 0.345, 0.095]
+    """
+    return lr * 0.5 * (1 + math.cos(math.pi * (server_round - 1) / max(num_rounds, 1)))
 
 
 def to_tensors(images: np.ndarray, masks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +80,8 @@ def train_epochs(
     device: str = "cpu",
     seed: int = 0,
     proximal_mu: float = 0.0,
+    augment: bool = True,
+    pos_weight: float = 10.0,
 ) -> float:
     """Train in place with Adam; returns the mean training loss of the last epoch.
 
@@ -75,7 +91,7 @@ def train_epochs(
     x, y = to_tensors(images, masks)
     model.to(device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = DiceBCELoss()
+    loss_fn = DiceBCELoss(pos_weight)
     generator = torch.Generator().manual_seed(seed)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
     last = float("nan")
@@ -85,7 +101,10 @@ def train_epochs(
         for start in range(0, len(x), batch_size):
             batch = order[start : start + batch_size]
             optimiser.zero_grad()
-            loss = loss_fn(model(x[batch].to(device)), y[batch].to(device))
+            xb, yb = x[batch], y[batch]
+            if augment:
+                xb, yb = _augment(xb, yb, generator)
+            loss = loss_fn(model(xb.to(device)), yb.to(device))
             if anchor:
                 loss = loss + proximal_mu / 2 * sum(
                     (p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor))
@@ -95,6 +114,20 @@ def train_epochs(
             count += len(batch)
         last = total / max(count, 1)
     return last
+
+
+def _augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
+    """Mirror, flip and a mild brightness/contrast change per image, drawn from
+    ``generator`` (a site has a few dozen photos: without it the U-Net learns them by heart)."""
+    n = len(x)
+    x, y = x.clone(), y.clone()
+    for dim in (-1, -2):
+        flip = torch.rand(n, generator=generator) < 0.5
+        x[flip], y[flip] = x[flip].flip(dim), y[flip].flip(dim)
+    gain = 1 + 0.2 * (torch.rand(n, 1, 1, 1, generator=generator) - 0.5)
+    shift = 0.1 * (torch.rand(n, 1, 1, 1, generator=generator) - 0.5)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * gain + mean + shift).clamp_(0, 1), y
 
 
 @torch.no_grad()

@@ -51,7 +51,10 @@ def main(grid: Grid, context: Context) -> None:
 
     result = strategy.start(
         grid=grid, initial_arrays=ArrayRecord(state), num_rounds=total_rounds - done,
-        train_config=ConfigRecord({"lr": float(cfg["lr"])}), evaluate_fn=checkpoint)
+        # the client places each round in the whole run (a resumed run continues its lr schedule)
+        train_config=ConfigRecord({"lr": float(cfg["lr"]), "rounds-done": done,
+                                   "num-server-rounds": total_rounds}),
+        evaluate_fn=checkpoint)
     seconds = {r: ends[r] - ends[r - 1] for r in ends if r - 1 in ends}
     if strategy.stopped:  # the rounds after the stop sent nothing: they are not in the history
         seconds = {r: s for r, s in seconds.items() if r <= strategy.failed_rounds[-1]["round"]}

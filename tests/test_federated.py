@@ -225,6 +225,35 @@ def test_fedprox_term_pulls_towards_the_global_model():
     assert drift(50.0) < drift(0.0)
 
 
+def test_augmentation_moves_each_mask_with_its_photo():
+    """Flips apply to photo and mask alike: a photo whose green channel *is* its mask
+    still is, after augmentation (brightness and contrast aside)."""
+    from deid_client.segmentation import _augment
+
+    generator = torch.Generator().manual_seed(0)
+    masks = torch.rand(16, 1, 32, 32, generator=generator) > 0.8
+    photos = torch.cat([torch.full_like(masks, 0.5, dtype=torch.float32), masks.float(),
+                        torch.zeros_like(masks, dtype=torch.float32)], dim=1)
+    x, y = _augment(photos, masks.float(), generator)
+    assert torch.equal(x[:, 1] > x[:, 0], y[:, 0] > 0)
+    assert not torch.equal(y, masks.float())  # something was flipped
+    assert torch.equal(y.sum(dim=(1, 2, 3)), masks.float().sum(dim=(1, 2, 3)))
+
+
+def test_one_site_learns_phantom_lesions():
+    """One site's 36 phantom photos with their true masks, one round of the default
+    trainer: held-out Dice well above an untrained model's (0), deterministically."""
+    cohort = [make_phantom(s, 64) for s in range(48)]
+    images, masks = np.stack([p.image for p in cohort]), np.stack([p.mask for p in cohort])
+    scores = []
+    for _ in range(2):
+        model = build_unet("resnet18", 3)
+        train_epochs(model, images[:36], masks[:36], epochs=10, batch_size=4, lr=2e-3, seed=1)
+        scores.append(evaluate(model, images[36:], masks[36:]))
+    assert scores[0] == scores[1]
+    assert scores[0]["dice"] > 0.25, scores[0]  # 0.39 here; 0.19 without pos_weight
+
+
 def test_unused_encoder_stages_are_not_shipped():
     model = build_unet("resnet18", 3)
     assert not any(k.startswith(("encoder.layer3", "encoder.layer4")) for k in model.state_dict())
