@@ -3,6 +3,11 @@
     python -m simulations.run
     python -m simulations.run simulation.rounds=3 data.mask_source=naive
     python -m simulations.run -m data.mask_source=oracle,naive simulation.num_clients=2,3
+    python -m simulations.run --config-name study -m      # the study (docs/study.md)
+
+``strategy=centralised`` trains one model on all sites' data pooled instead
+(``simulations.centralised``). A run whose folder already holds its result with the
+same settings is not run again (the study's fixed sweep folder resumes that way).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from .centralised import train_centralised
 from .engine import run_simulation
 
 RESULT = "result.json"
@@ -41,7 +47,7 @@ def summarise(history: list[dict], cfg: DictConfig) -> dict:
     best = max((e.get("eval_dice", 0.0) for e in history), default=0.0)
     return {"clients": cfg.simulation.num_clients, "rounds": cfg.simulation.rounds,
             "mask_source": cfg.data.mask_source, "strategy": cfg.strategy.name,
-            "non_iid": cfg.data.non_iid, "final_dice": last.get("eval_dice"),
+            "non_iid": cfg.data.non_iid, "seed": cfg.data.seed, "final_dice": last.get("eval_dice"),
             "final_iou": last.get("eval_iou"), "best_dice": best,
             "first_dice": history[0].get("eval_dice") if history else None}
 
@@ -49,16 +55,23 @@ def summarise(history: list[dict], cfg: DictConfig) -> dict:
 @hydra.main(config_path="../conf", config_name="simulation", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    code = run_simulation(run_config(cfg, output_dir), num_supernodes=cfg.simulation.num_clients,
-                          cpus_per_client=cfg.simulation.cpus_per_client,
-                          cache_dir=hydra.utils.to_absolute_path(cfg.simulation.cache_dir))
-    history_file = output_dir / "history.json"
-    if code != 0 or not history_file.is_file():
-        print(f"simulation failed (flwr run exit code {code}); see the log above", file=sys.stderr)
-        sys.exit(code or 1)
-    history = json.loads(history_file.read_text())["rounds"]
-    summary = summarise(history, cfg)
-    (output_dir / RESULT).write_text(json.dumps(summary, indent=2))
+    settings = run_config(cfg, output_dir)
+    result_file = output_dir / RESULT
+    if result_file.is_file() and json.loads(result_file.read_text()).get("run_config") == settings:
+        print(f"{output_dir}: already done with these settings")
+        return
+    cache_dir = hydra.utils.to_absolute_path(cfg.simulation.cache_dir)
+    if cfg.strategy.name == "centralised":
+        train_centralised(settings, num_sites=cfg.simulation.num_clients, cache_dir=cache_dir)
+    else:
+        code = run_simulation(settings, num_supernodes=cfg.simulation.num_clients,
+                              cpus_per_client=cfg.simulation.cpus_per_client, cache_dir=cache_dir)
+        if code != 0 or not (output_dir / "history.json").is_file():
+            print(f"simulation failed (flwr run exit code {code}); see the log above", file=sys.stderr)
+            sys.exit(code or 1)
+    history = json.loads((output_dir / "history.json").read_text())["rounds"]
+    summary = summarise(history, cfg) | {"run_config": settings}
+    result_file.write_text(json.dumps(summary, indent=2))
     print(f"\n{'round':>5} {'train_loss':>10} {'eval_dice':>9} {'eval_iou':>8}")
     for e in history:
         print(f"{e['round']:>5} {e.get('train_loss', float('nan')):>10.4f} "

@@ -1,0 +1,135 @@
+"""The federated study's report: one table and one convergence figure from a sweep.
+
+    python -m simulations.run --config-name study -m     # runs the grid (conf/study.yaml)
+    python -m simulations.study outputs/study            # rewrites the report alone
+
+Every cell of the sweep is one run (``result.json`` + ``history.json``); cells that
+differ only by seed are one row of the table, Dice mean ± std over the seeds. The
+figure shows Dice by round per mask source, one panel per (clients, non-IID). Written
+to ``docs/study.md``, ``docs/study.png`` and ``docs/study.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+__all__ = ["collect", "summarise_cells", "write_report", "StudyReport"]
+
+MASK_SOURCES = ("truth", "oracle", "surrogate", "naive")
+GRID = ("mask_source", "clients", "non_iid", "strategy")
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def collect(sweep_dir: str | Path) -> list[dict]:
+    """One entry per finished run under ``sweep_dir``: its settings and Dice by round."""
+    runs = []
+    for result in sorted(Path(sweep_dir).glob("**/result.json")):
+        history = result.parent / "history.json"
+        if not history.is_file():
+            continue
+        summary = json.loads(result.read_text())
+        rounds = json.loads(history.read_text())["rounds"]
+        runs.append({**{k: summary[k] for k in (*GRID, "seed")},
+                     "dice": [r.get("eval_dice") for r in rounds]})
+    return runs
+
+
+def summarise_cells(runs: list[dict]) -> list[dict]:
+    """Runs grouped by everything but the seed: final Dice mean and std over seeds, and
+    the mean curve."""
+    cells = defaultdict(list)
+    for run in runs:
+        cells[tuple(run[k] for k in GRID)].append(run)
+    rows = []
+    for key, group in sorted(cells.items(), key=lambda item: _order(item[0])):
+        finals = np.array([g["dice"][-1] for g in group], float)
+        curves = np.array([g["dice"] for g in group if len(g["dice"]) == len(group[0]["dice"])], float)
+        rows.append({**dict(zip(GRID, key)), "seeds": sorted(g["seed"] for g in group),
+                     "final_dice_mean": float(finals.mean()), "final_dice_std": float(finals.std()),
+                     "curve": curves.mean(axis=0).round(4).tolist()})
+    return rows
+
+
+def _order(key: tuple) -> tuple:
+    source, clients, non_iid, strategy = key
+    rank = MASK_SOURCES.index(source) if source in MASK_SOURCES else len(MASK_SOURCES)
+    return clients, non_iid, strategy, rank
+
+
+def write_report(sweep_dir: str | Path, docs_dir: str | Path = DOCS) -> list[dict]:
+    """``study.md`` (the table), ``study.png`` (the curves) and ``study.json`` in ``docs_dir``."""
+    docs_dir = Path(docs_dir)
+    runs = collect(sweep_dir)
+    rows = summarise_cells(runs)
+    (docs_dir / "study.json").write_text(json.dumps({"runs": runs, "cells": rows}, indent=1))
+    _figure(rows, docs_dir / "study.png")
+    lines = ["| clients | non-IID | strategy | mask source | final Dice (mean ± std) | seeds |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['clients']} | {r['non_iid']} | {r['strategy']} | {r['mask_source']} | "
+                     f"{r['final_dice_mean']:.3f} ± {r['final_dice_std']:.3f} | {len(r['seeds'])} |")
+    table = "\n".join(lines)
+    report = docs_dir / "study.md"
+    text = report.read_text() if report.is_file() else "# The federated study\n\n<!-- table -->\n"
+    start, end = "<!-- table -->", "<!-- /table -->"
+    head = text.split(start)[0]
+    tail = text.split(end)[1] if end in text else "\n"
+    report.write_text(f"{head}{start}\n{table}\n\n{len(runs)} runs in {len(rows)} cells "
+                      f"(`docs/study.json`; figure `docs/study.png`).\n{end}{tail}")
+    return rows
+
+
+def _figure(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    panels = sorted({(r["clients"], r["non_iid"]) for r in rows})
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False,
+                             sharey=True)
+    colours = dict(zip(MASK_SOURCES, ("black", "tab:blue", "tab:red", "tab:gray")))
+    styles = {"fedavg": "-", "fedprox": "--", "centralised": ":"}
+    for ax, (clients, non_iid) in zip(axes[0], panels):
+        for r in (r for r in rows if (r["clients"], r["non_iid"]) == (clients, non_iid)):
+            ax.plot(range(1, len(r["curve"]) + 1), r["curve"], styles.get(r["strategy"], "-."),
+                    color=colours.get(r["mask_source"], "tab:green"), marker="o", markersize=3,
+                    label=f"{r['mask_source']}, {r['strategy']}")
+        ax.set(title=f"{clients} clients, non-IID {non_iid}", xlabel="round", ylim=(0, 1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("held-out Dice (mean over seeds)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+class StudyReport(Callback):
+    """Hydra callback (``conf/study.yaml``): the report, into ``docs_dir``, after the sweep."""
+
+    def __init__(self, docs_dir: str = str(DOCS)):
+        self.docs_dir = Path(docs_dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        self.docs_dir.mkdir(parents=True, exist_ok=True)
+        rows = write_report(config.hydra.sweep.dir, self.docs_dir)
+        print(f"study: {len(rows)} cells -> {self.docs_dir / 'study.md'}, study.png, study.json")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", nargs="?", default="outputs/study")
+    parser.add_argument("--docs", default=str(DOCS))
+    args = parser.parse_args()
+    print(f"{len(write_report(args.sweep_dir, args.docs))} cells written to {args.docs}")
