@@ -20,6 +20,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -122,22 +123,23 @@ def run_firewall(
         for photo in chunk:
             try:
                 image = photo.load()
-                name = pseudonym(image, secret) if secret else image_key(image)[:20]
-                if any(name == n for n, _, _ in loaded) or name in seen:
+                key = image_key(image)
+                name = pseudonym(image, secret) if secret else key[:20]
+                if any(name == p.name for p in loaded) or name in seen:
                     continue  # the same photo twice: one surrogate
-                _identity_edit(cfg, image, photo.attributes)  # its attributes must be usable
-                loaded.append((name, image, photo.attributes))
+                cfg.prompts.check(photo.attributes)  # its attributes must be usable
+                loaded.append(_Loaded(name, image, photo.attributes, key))
             except USER_ERRORS as exc:
                 report.errors.append((photo.label, str(exc)))
                 reason = exc.reason if isinstance(exc, ImageReadError) else _first_line(exc)
                 errors[f"error-{len(errors)}"] = {"pseudonym": None, "status": "error",
                                                   "reason": reason}
-        if loaded and not all(n in done for n, _, _ in loaded):
+        if loaded and not all(p.name in done for p in loaded):
             done |= _protect(backend, loaded, out, cfg)
             _write_manifest(out, settings, batch_size, done, errors)
         else:
             report.reused += len(loaded)
-        for name, _, _ in loaded:
+        for name in (p.name for p in loaded):
             seen.add(name)
             (report.released if done[name]["status"] == "released" else report.refused).append(name)
         bar.update(len(chunk))
@@ -147,37 +149,43 @@ def run_firewall(
     return report
 
 
-def _identity_edit(cfg: SurrogateConfig, image: np.ndarray, attributes: Attributes | None,
-                   draw: int = 0):
+class _Loaded(NamedTuple):
+    name: str  # its pseudonym
+    image: np.ndarray
+    attributes: Attributes | None
+    key: str  # seeds.image_key of its pixels, hashed once
+
+
+def _identity_edit(cfg: SurrogateConfig, photo: _Loaded, draw: int = 0):
     """This photo's identity edit for its ``draw``-th try: a target drawn from its pixels'
     key (and the draw), so that it never depends on the other photos."""
-    rng = np.random.default_rng(image_seed(cfg.identity.seed, _noise_key(image, draw)))
-    target = cfg.prompts.draw_targets(attributes, 1, rng, min_change=cfg.min_change)[0]
-    return cfg.identity.with_overrides(source_prompt=cfg.prompts.describe(attributes),
+    rng = np.random.default_rng(image_seed(cfg.identity.seed, _noise_key(photo.key, draw)))
+    target = cfg.prompts.draw_targets(photo.attributes, 1, rng, min_change=cfg.min_change)[0]
+    return cfg.identity.with_overrides(source_prompt=cfg.prompts.describe(photo.attributes),
                                        target_prompt=target)
 
 
-def _noise_key(image: np.ndarray, draw: int) -> str:
-    key = image_key(image)
+def _noise_key(key: str, draw: int) -> str:
     return key if draw == 0 else f"{key}:draw{draw}"
 
 
-def _protect(backend, loaded: list, out: Path, cfg: SurrogateConfig) -> dict[str, dict]:
+def _protect(backend, loaded: list[_Loaded], out: Path, cfg: SurrogateConfig) -> dict[str, dict]:
     """One batch through the model and the identity gate (``deid_client.gate``), with new
     draws for the surrogates it stops; the released ones' files, then every manifest entry."""
     start = time.perf_counter()
     tried: dict[int, tuple] = {}  # photo -> (edit, surrogate, verdict) of its latest draw
-    sides = [max(working_size(*image.shape[:2], cfg.identity.max_side)) for _, image, _ in loaded]
+    sides = [max(working_size(*p.image.shape[:2], cfg.identity.max_side)) for p in loaded]
     patients: dict[int, np.ndarray | None] = {}  # each patient's face embedding, made once
     pending = list(range(len(loaded)))
     for draw in range(cfg.gate.retries + 1):
         if not pending:
             break
-        images = [loaded[i][1] for i in pending]
-        edits = [_identity_edit(cfg, loaded[i][1], loaded[i][2], draw) for i in pending]
+        images = [loaded[i].image for i in pending]
+        edits = [_identity_edit(cfg, loaded[i], draw) for i in pending]
         results = make_surrogates(backend, images, edits, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
                                   min_size=cfg.min_size, twin_from=cfg.twin_from,
-                                  keys=[_noise_key(im, draw) for im in images], batch_size=len(pending))
+                                  keys=[_noise_key(loaded[i].key, draw) for i in pending],
+                                  batch_size=len(pending))
         for i, image, edit, result in zip(pending, images, edits, results, strict=True):
             if i not in patients and cfg.gate.enabled:
                 patients[i] = face_embedding(image, resolution=sides[i])
@@ -187,7 +195,7 @@ def _protect(backend, loaded: list, out: Path, cfg: SurrogateConfig) -> dict[str
         pending = [i for i in pending if not tried[i][2].released and patients.get(i) is not None]
     seconds = (time.perf_counter() - start) / len(loaded)
     entries = {}
-    for i, (name, _, _) in enumerate(loaded):
+    for i, name in enumerate(p.name for p in loaded):
         edit, result, verdict = tried[i]
         distance = None if verdict.distance is None else round(verdict.distance, 4)
         if verdict.released:

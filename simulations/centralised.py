@@ -41,6 +41,8 @@ def train_centralised(run_config: dict, *, num_sites: int, cache_dir: str | Path
                             batch_size=int(cfg["batch-size"]), seed=server_round,
                             lr=round_lr(float(cfg["lr"]), server_round, rounds))
         scores = evaluate(model, held_images, held_masks)
+        print(f"centralised round {server_round}/{rounds}: train_loss {loss:.4f}  "
+              f"eval_dice {scores['dice']:.4f}", flush=True)
         history.append({"round": server_round, "status": "ok", "train_loss": loss,
                         "eval_loss": scores["loss"], "eval_dice": scores["dice"],
                         "eval_iou": scores["iou"], "num-examples": len(held_images)})
