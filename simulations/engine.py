@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -102,6 +103,27 @@ def stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # stragglers that ignored SIGTERM
 
 
+@contextlib.contextmanager
+def _exit_on_sigterm():
+    """Turn SIGTERM into ``SystemExit`` while a run is in flight.
+
+    Python's default SIGTERM ends the process without running ``finally`` blocks, which
+    left the SuperLink (its own session), its ServerApp and Ray running.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signals need the main thread
+        yield
+        return
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_simulation(run_config: dict, *, num_supernodes: int, cpus_per_client: float = 1.0,
                    cache_dir: str | os.PathLike | None = None,
                    app_dir: str | os.PathLike = APP_DIR, workdir: str | os.PathLike | None = None,
@@ -112,7 +134,7 @@ def run_simulation(run_config: dict, *, num_supernodes: int, cpus_per_client: fl
     the simulated nodes cache their prepared data; logs go to ``stream``
     (default: this process's stdout).
     """
-    with tempfile.TemporaryDirectory(prefix="flwr-home-", dir=workdir) as home:
+    with _exit_on_sigterm(), tempfile.TemporaryDirectory(prefix="flwr-home-", dir=workdir) as home:
         home = Path(home)
         (http_port,) = free_ports(1)
         (home / "config.toml").write_text(

@@ -1,9 +1,15 @@
 """Federated training: the pieces, then a real simulation on Flower's engine."""
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
@@ -16,7 +22,7 @@ from deid_client.segmentation import build_unet, evaluate, train_epochs
 from server.history import RunRecorder
 from server.privacy import reply_violations
 from server.strategy import make_strategy
-from simulations.engine import run_simulation
+from simulations.engine import APP_DIR, run_simulation
 
 
 def reply(content: RecordDict | None, node: int = 7, error: str | None = None) -> Message:
@@ -341,3 +347,36 @@ def test_a_run_whose_nodes_all_fail_is_a_failure(tmp_path, capfd):
     final = torch.load(out / "final_model.pt", weights_only=True)
     initial = build_unet("resnet18", 3, seed=0).state_dict()
     assert final.keys() == initial.keys() and all(torch.equal(final[k], initial[k]) for k in initial)
+
+
+@pytest.mark.timeout(600)
+def test_a_terminated_simulation_stops_everything_it_started(tmp_path):
+    """SIGTERM to the process running a simulation (a sweep being stopped) ends the run and
+    every process it started: the SuperLink lives in a session of its own and would
+    otherwise outlive it, with its ServerApp and the simulated nodes."""
+    out = tmp_path / "run"
+    config = {"num-server-rounds": 50, "output-dir": str(out), "mask-source": "truth", **SMALL}
+    script = ("import sys\nfrom simulations.engine import run_simulation\n"
+              f"sys.exit(run_simulation({config!r}, num_supernodes=2, "
+              f"cache_dir={str(tmp_path / 'cache')!r}, workdir={str(tmp_path)!r}))")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=APP_DIR, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    family: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 400
+        while not (out / "checkpoint.pt").is_file():  # a round is done: everything is up
+            assert parent.poll() is None and time.monotonic() < deadline, "the run never got going"
+            time.sleep(1)
+        family = psutil.Process(parent.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in family)
+        assert "flower-superlink" in names and "flwr run" in names
+        os.kill(parent.pid, signal.SIGTERM)
+        code = parent.wait(timeout=120)
+        _, alive = psutil.wait_procs(family, timeout=30)
+        assert alive == [], [p.cmdline()[:3] for p in alive]
+        assert code == 128 + signal.SIGTERM
+        assert not list(tmp_path.glob("flwr-home-*"))  # its private FLWR_HOME is gone too
+    finally:
+        for process in [parent, *family]:
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                process.kill()
