@@ -99,9 +99,7 @@ def compose_surrogate(overrides: Sequence[str] | None = None,
             site = OmegaConf.load(path)
         except Exception as exc:  # YAML errors come in many types
             raise ValueError(f"{path}: not a YAML config ({str(exc).splitlines()[0]})") from None
-        # the command line still wins over the site file
-        cfg = OmegaConf.merge(cfg, site, OmegaConf.from_dotlist(
-            [o for o in overrides or [] if "=" in o and not o.startswith("preset=")]))
+        cfg = _override(OmegaConf.merge(cfg, site), overrides)  # the command line wins over the site
     extra = set(cfg) - {"model", "identity", "twin", "prompts", "gate", "theta", "min_size",
                          "twin_from", "min_change", "batch_size"}
     if extra:
@@ -115,6 +113,28 @@ def compose_surrogate(overrides: Sequence[str] | None = None,
                            twin_from=check_twin_from(str(cfg.twin_from)),
                            min_change=int(cfg.min_change),
                            batch_size=_batch_size(cfg.get("batch_size")))
+
+
+def _override(cfg: DictConfig, overrides: Sequence[str] | None) -> DictConfig:
+    """``overrides`` (Hydra's grammar) applied again on top of ``cfg``: the values, not the
+    config-group choices (``preset=...``), which only ``compose`` makes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = cfg.copy()
+    with config_dir() as folder:
+        groups = {p.name for p in folder.iterdir() if p.is_dir()}
+    for override in OverridesParser.create().parse_overrides(list(overrides or [])):
+        key = override.key_or_group
+        if key in groups:
+            continue
+        if override.is_delete():
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(cfg, parent) if parent else cfg
+            if isinstance(node, DictConfig):
+                node.pop(leaf, None)
+        else:
+            OmegaConf.update(cfg, key, override.value(), merge=False, force_add=True)
+    return cfg
 
 
 def _compose(name: str, overrides: Sequence[str] | None) -> DictConfig:

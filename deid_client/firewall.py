@@ -237,6 +237,7 @@ def _settings(cfg: SurrogateConfig) -> dict:
 
 
 def _batch_for(backend, cfg: SurrogateConfig) -> int:
+    # Probed at the largest size the identity edit works at: a batch that fits it fits any photo.
     probe = np.zeros((cfg.identity.max_side, cfg.identity.max_side, 3), np.uint8)
     return photos_per_call(backend, probe, cfg.identity, cfg.twin_from)
 

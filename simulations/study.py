@@ -20,10 +20,14 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from deid_client.node_data import MASK_SOURCES
+
 __all__ = ["collect", "summarise_cells", "write_report", "StudyReport"]
 
-MASK_SOURCES = ("truth", "oracle", "surrogate", "naive")
-GRID = ("mask_source", "clients", "non_iid", "strategy")
+GRID = ("mask_source", "clients", "non_iid", "strategy", "rounds")
+# Display order and colour, the upper bound first.
+SOURCE_COLOURS = {"truth": "black", "oracle": "tab:blue", "surrogate": "tab:red", "naive": "tab:gray"}
+assert set(SOURCE_COLOURS) == set(MASK_SOURCES), "a mask source without a colour"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
@@ -43,14 +47,17 @@ def collect(sweep_dir: str | Path) -> list[dict]:
 
 def summarise_cells(runs: list[dict]) -> list[dict]:
     """Runs grouped by everything but the seed: final Dice mean and std over seeds, and
-    the mean curve."""
+    the mean curve (runs of a cell have the same number of rounds: it is part of the cell)."""
     cells = defaultdict(list)
     for run in runs:
         cells[tuple(run[k] for k in GRID)].append(run)
     rows = []
     for key, group in sorted(cells.items(), key=lambda item: _order(item[0])):
         finals = np.array([g["dice"][-1] for g in group], float)
-        curves = np.array([g["dice"] for g in group if len(g["dice"]) == len(group[0]["dice"])], float)
+        if len({len(g["dice"]) for g in group}) > 1:
+            raise ValueError(f"cell {key}: its runs' histories differ in length "
+                             f"({sorted(len(g['dice']) for g in group)} rounds)")
+        curves = np.array([g["dice"] for g in group], float)
         rows.append({**dict(zip(GRID, key)), "seeds": sorted(g["seed"] for g in group),
                      "final_dice_mean": float(finals.mean()), "final_dice_std": float(finals.std()),
                      "curve": curves.mean(axis=0).round(4).tolist()})
@@ -58,22 +65,23 @@ def summarise_cells(runs: list[dict]) -> list[dict]:
 
 
 def _order(key: tuple) -> tuple:
-    source, clients, non_iid, strategy = key
-    rank = MASK_SOURCES.index(source) if source in MASK_SOURCES else len(MASK_SOURCES)
-    return clients, non_iid, strategy, rank
+    source, clients, non_iid, strategy, rounds = key
+    return rounds, clients, non_iid, strategy, list(SOURCE_COLOURS).index(source)
 
 
 def write_report(sweep_dir: str | Path, docs_dir: str | Path = DOCS) -> list[dict]:
     """``study.md`` (the table), ``study.png`` (the curves) and ``study.json`` in ``docs_dir``."""
     docs_dir = Path(docs_dir)
+    docs_dir.mkdir(parents=True, exist_ok=True)
     runs = collect(sweep_dir)
     rows = summarise_cells(runs)
     (docs_dir / "study.json").write_text(json.dumps({"runs": runs, "cells": rows}, indent=1))
     _figure(rows, docs_dir / "study.png")
-    lines = ["| clients | non-IID | strategy | mask source | final Dice (mean ± std) | seeds |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| rounds | clients | non-IID | strategy | mask source | final Dice (mean ± std) | seeds |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['clients']} | {r['non_iid']} | {r['strategy']} | {r['mask_source']} | "
+        lines.append(f"| {r['rounds']} | {r['clients']} | {r['non_iid']} | {r['strategy']} | "
+                     f"{r['mask_source']} | "
                      f"{r['final_dice_mean']:.3f} ± {r['final_dice_std']:.3f} | {len(r['seeds'])} |")
     table = "\n".join(lines)
     report = docs_dir / "study.md"
@@ -93,19 +101,18 @@ def _figure(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    panels = sorted({(r["clients"], r["non_iid"]) for r in rows})
+    panels = sorted({(r["rounds"], r["clients"], r["non_iid"]) for r in rows})
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False,
                              sharey=True)
-    colours = dict(zip(MASK_SOURCES, ("black", "tab:blue", "tab:red", "tab:gray")))
     styles = {"fedavg": "-", "fedprox": "--", "centralised": ":"}
-    for ax, (clients, non_iid) in zip(axes[0], panels):
-        for r in (r for r in rows if (r["clients"], r["non_iid"]) == (clients, non_iid)):
+    for ax, (rounds, clients, non_iid) in zip(axes[0], panels):
+        for r in (r for r in rows if (r["rounds"], r["clients"], r["non_iid"]) == (rounds, clients, non_iid)):
             ax.plot(range(1, len(r["curve"]) + 1), r["curve"], styles.get(r["strategy"], "-."),
-                    color=colours.get(r["mask_source"], "tab:green"), marker="o", markersize=3,
+                    color=SOURCE_COLOURS[r["mask_source"]], marker="o", markersize=3,
                     label=f"{r['mask_source']}, {r['strategy']}")
-        ax.set(title=f"{clients} clients, non-IID {non_iid}", xlabel="round", ylim=(0, 1))
+        ax.set(title=f"{clients} clients, non-IID {non_iid}, {rounds} rounds", xlabel="round", ylim=(0, 1))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("held-out Dice (mean over seeds)")
@@ -122,7 +129,6 @@ class StudyReport(Callback):
         self.docs_dir = Path(docs_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        self.docs_dir.mkdir(parents=True, exist_ok=True)
         rows = write_report(config.hydra.sweep.dir, self.docs_dir)
         print(f"study: {len(rows)} cells -> {self.docs_dir / 'study.md'}, study.png, study.json")
 

@@ -37,3 +37,19 @@ def test_config_mistakes_are_errors():
         edit_config(OmegaConf.create({"model": good, "flowedit": {**flowedit, "steps": "many"}}))
     with pytest.raises(ValueError, match="(?i)flowedit.*missing"):
         edit_config(OmegaConf.create({"model": good, "flowedit": {"source_prompt": "a"}}))
+
+
+def test_a_site_file_sits_between_the_defaults_and_the_command_line(tmp_path):
+    """The site's YAML overrides the shipped defaults and its preset; the command line,
+    read with Hydra's grammar, overrides the site's file."""
+    from deid_client.config import compose_surrogate
+
+    site = tmp_path / "site.yaml"
+    site.write_text("theta: 3.0\nidentity:\n  n_max: 4\ngate:\n  retries: 5\n"
+                    "prompts:\n  condition: with acne\n")
+    cfg = compose_surrogate(["theta=4.5", "preset=phantom", "prompts.condition='with mild, red acne'"],
+                            site)
+    assert cfg.theta == 4.5 and cfg.prompts.condition == "with mild, red acne"
+    assert cfg.identity.n_max == 4 and cfg.gate.retries == 5
+    assert compose_surrogate(None, site).theta == 3.0
+    assert compose_surrogate().identity.n_max != 4  # the shipped default is not the site's
