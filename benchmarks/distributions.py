@@ -53,7 +53,7 @@ def measure(n_patients: int, overrides: list[str], size: int = 64) -> tuple[dict
                                                min_change=cfg.min_change)[0]) for p in phantoms]
     surrogates = make_surrogates(backend, [p.image for p in phantoms], edits, cfg.twin,
                                  prompts=cfg.prompts, theta=cfg.theta, twin_from=cfg.twin_from,
-                                 batch_size=cfg.batch_size, progress=True)
+                                 lesion=cfg.lesion, batch_size=cfg.batch_size, progress=True)
     healed = [backend.edit(p.image, heal_settings(e, cfg.twin, cfg.prompts)) for p, e in zip(phantoms, edits)]
     pairs = {"original_vs_synthetic_healthy": [(p.image, h) for p, h in zip(phantoms, healed)],
              "surrogate_vs_twin": [(s.image, s.healthy) for s in surrogates],

@@ -126,9 +126,10 @@ def main() -> None:
                                          target_prompt=cfg.prompts.draw_targets(
                                              s.attributes, 1, rng, min_change=cfg.min_change)[0])
              for s in samples]
-    common = dict(prompts=cfg.prompts, theta=cfg.theta, min_size=cfg.min_size, twin_from=cfg.twin_from)
+    common = dict(prompts=cfg.prompts, theta=cfg.theta, min_size=cfg.min_size, twin_from=cfg.twin_from,
+                  lesion=cfg.lesion)
     batch_size = args.batch_size or cfg.batch_size or photos_per_call(backend, photos[0], edits[0],
-                                                                      cfg.twin_from)
+                                                                      cfg.twin_from, cfg.lesion)
     make_surrogates(backend, photos[:2], edits[:2], cfg.twin, batch_size=2, **common)  # warm-up
 
     def one_by_one(cfg, edits):

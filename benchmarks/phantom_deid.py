@@ -70,6 +70,10 @@ STEPS_GRID = [{"identity.steps": n, "identity.n_max": n} for n in (4, 5, 7, 10, 
 # Stronger identity edits against every attacker (the defence-aware one and dlib see what
 # colour changes leave: the patient's face geometry).
 PRIVACY_GRID = [{"identity.gamma_src": g, "identity.gamma_tgt": g} for g in (2.5, 4.0, 6.0, 9.0)]
+# The lesion carried onto the twin (lesion=carried): the identity edit no longer has to
+# carry it, so it can be as strong as privacy needs.
+CARRY_GRID = [{"lesion": "carried", "identity.gamma_src": g, "identity.gamma_tgt": g}
+              for g in (2.5, 4.0, 6.0, 9.0)]
 # The contrast term trains the unguided caption difference, so the twin edit is tried with
 # equal guidance on both sides; it was trained at t < 0.2, so with short windows.
 TWIN_GRID = ([{"twin_from": "surrogate"}] + [{"twin.n_max": n} for n in (2, 3, 4, 6)]
@@ -137,7 +141,7 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
         started = time.perf_counter()
         surrogates = make_surrogates(backend, [source.image] * len(targets), settings, cfg.twin,
                                      prompts=cfg.prompts, theta=cfg.theta, min_size=cfg.min_size,
-                                     twin_from=cfg.twin_from, batch_size=cfg.batch_size)
+                                     twin_from=cfg.twin_from, lesion=cfg.lesion, batch_size=cfg.batch_size)
         edit_seconds += time.perf_counter() - started
         for slot, (target, result) in enumerate(zip(targets, surrogates)):
             ious.append(iou(result.mask, source.mask))
@@ -185,6 +189,7 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
         "reid_training_seconds": round(cohort.reid_seconds, 1),
         "theta": cfg.theta,
         "twin_from": cfg.twin_from,
+        "lesion": cfg.lesion,
         "theta_star": theta_star,  # calibrated on these same surrogates: for the sweep only
         "lesion_iou_at_theta_star": iou_at_theta_star,
         "identity_edit": {k: v for k, v in vars(cfg.identity).items() if "prompt" not in k},
@@ -234,7 +239,7 @@ def sweep(n_patients: int, n_identities: int, train_sessions: int, out: Path | N
     _log(f"sweep patients: re-ID of held-out originals {cohort.reid_original}")
     rows = []
     chosen = {"identity": [IDENTITY_GRID], "twin": [TWIN_GRID], "steps": [STEPS_GRID],
-              "privacy": [PRIVACY_GRID],
+              "privacy": [PRIVACY_GRID], "carry": [CARRY_GRID],
               "both": [IDENTITY_GRID, TWIN_GRID]}
     for grid in chosen[grids]:
         for point in grid:
@@ -250,11 +255,12 @@ def sweep(n_patients: int, n_identities: int, train_sessions: int, out: Path | N
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         keys = sorted({k for r in rows for k in r}, key=lambda k: (not k.startswith(("identity", "twin")), k))
-        if grids == "privacy":
+        if grids in ("privacy", "carry"):
+            title = "identity-edit guidance γ (points): privacy vs lesion" + (
+                ", lesion carried" if grids == "carry" else "")
             save_figure(tradeoff_figure(rows, [a.name for a in cohort.attackers],
-                                        label="identity.gamma_tgt",
-                                        title="identity-edit guidance γ (points): privacy vs lesion"),
-                        out / "privacy_tradeoff.png")
+                                        label="identity.gamma_tgt", title=title),
+                        out / f"{grids}_tradeoff.png")
         with open(out / "sweep.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, keys)
             writer.writeheader()
@@ -271,8 +277,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--sweep", action="store_true", help="run the settings sweep instead")
     parser.add_argument("--sweep-patients", type=int, default=10)
-    parser.add_argument("--grid", choices=("identity", "twin", "steps", "privacy", "both"), default="both",
-                        help="which part of the sweep to run")
+    parser.add_argument("--grid", choices=("identity", "twin", "steps", "privacy", "carry", "both"),
+                        default="both", help="which part of the sweep to run")
     parser.add_argument("--pictures", type=Path, help="write per-patient picture rows here")
     parser.add_argument("--out", type=Path, help="write the full result (and sweep.csv) here")
     parser.add_argument("overrides", nargs="*", help="firewall config overrides, e.g. twin.n_max=6")

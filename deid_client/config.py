@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from .backends import EditSettings
 from .gate import GateConfig
 from .prompts import PromptTemplate
-from .surrogates import TwinFrom, check_twin_from
+from .surrogates import Lesion, TwinFrom, check_lesion, check_twin_from
 
 __all__ = ["ModelConfig", "SurrogateConfig", "config_dir", "compose_edit", "compose_surrogate",
            "edit_config"]
@@ -64,6 +64,7 @@ class SurrogateConfig:
     theta: float
     min_size: int = 0
     twin_from: TwinFrom = "patient"  # what the twin edit heals: "patient" or "surrogate"
+    lesion: Lesion = "edited"  # the surrogate's lesion: "edited" by the identity edit, or "carried"
     min_change: int = 3  # phantom surrogate vs patient: skin-type steps + 1 for the sex class
     batch_size: int | None = None  # photos per model call; None: what the device takes
 
@@ -101,7 +102,7 @@ def compose_surrogate(overrides: Sequence[str] | None = None,
             raise ValueError(f"{path}: not a YAML config ({str(exc).splitlines()[0]})") from None
         cfg = _override(OmegaConf.merge(cfg, site), overrides)  # the command line wins over the site
     extra = set(cfg) - {"model", "identity", "twin", "prompts", "gate", "theta", "min_size",
-                         "twin_from", "min_change", "batch_size"}
+                         "twin_from", "lesion", "min_change", "batch_size"}
     if extra:
         raise ValueError(f"config 'surrogate': unknown keys {sorted(extra)}")
     return SurrogateConfig(_typed(ModelConfig, cfg.model, "model"),
@@ -111,6 +112,7 @@ def compose_surrogate(overrides: Sequence[str] | None = None,
                            _built(GateConfig, cfg.gate, "gate"),
                            theta=float(cfg.theta), min_size=int(cfg.min_size),
                            twin_from=check_twin_from(str(cfg.twin_from)),
+                           lesion=check_lesion(str(cfg.lesion), str(cfg.twin_from)),
                            min_change=int(cfg.min_change),
                            batch_size=_batch_size(cfg.get("batch_size")))
 

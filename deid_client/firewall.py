@@ -183,7 +183,7 @@ def _protect(backend, loaded: list[_Loaded], out: Path, cfg: SurrogateConfig) ->
         images = [loaded[i].image for i in pending]
         edits = [_identity_edit(cfg, loaded[i], draw) for i in pending]
         results = make_surrogates(backend, images, edits, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
-                                  min_size=cfg.min_size, twin_from=cfg.twin_from,
+                                  min_size=cfg.min_size, twin_from=cfg.twin_from, lesion=cfg.lesion,
                                   keys=[_noise_key(loaded[i].key, draw) for i in pending],
                                   batch_size=len(pending))
         for i, image, edit, result in zip(pending, images, edits, results, strict=True):
@@ -239,7 +239,7 @@ def _settings(cfg: SurrogateConfig) -> dict:
 def _batch_for(backend, cfg: SurrogateConfig) -> int:
     # Probed at the largest size the identity edit works at: a batch that fits it fits any photo.
     probe = np.zeros((cfg.identity.max_side, cfg.identity.max_side, 3), np.uint8)
-    return photos_per_call(backend, probe, cfg.identity, cfg.twin_from)
+    return photos_per_call(backend, probe, cfg.identity, cfg.twin_from, cfg.lesion)
 
 
 def _write_manifest(out: Path, settings: dict, batch_size: int, done: dict, errors: dict) -> None:

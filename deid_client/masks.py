@@ -19,6 +19,7 @@ from .metrics import iou
 __all__ = [
     "a_star",
     "erythema_map",
+    "carry_lesion",
     "threshold_mask",
     "clean_mask",
     "differential_mask",
@@ -89,6 +90,37 @@ def differential_mask(
     """Mask of pixels where ``pathological`` is redder than ``healthy`` by more than ``theta``."""
     mask = threshold_mask(erythema_map(pathological, healthy), theta)
     return clean_mask(mask, min_size=min_size, max_hole_size=max_hole_size)
+
+
+def carry_lesion(pathological: np.ndarray, healthy: np.ndarray, target: np.ndarray,
+                 theta: float) -> np.ndarray:
+    """``target`` (uint8 RGB) with the lesion of ``pathological`` added: the CIELAB
+    difference ``pathological - healthy``, where it is erythema.
+
+    The difference is carried in full wherever ``pathological`` is redder than
+    ``healthy`` by ``theta`` or more, faded out below ``theta / 2`` and not carried
+    elsewhere, so the result's :func:`differential_mask` against ``target`` is the one
+    of ``pathological`` against ``healthy`` (up to the sRGB gamut) and nothing else of
+    ``pathological`` comes along.
+
+    >>> skin = np.full((4, 4, 3), (200, 150, 130), np.uint8)
+    >>> red = skin.copy(); red[:2] = (200, 120, 110)
+    >>> other = np.full((4, 4, 3), (120, 90, 70), np.uint8)
+    >>> out = carry_lesion(red, skin, other, theta=5.0)
+    >>> bool((differential_mask(out, other, 5.0) == differential_mask(red, skin, 5.0)).all())
+    True
+    """
+    for name, image in (("pathological", pathological), ("healthy", healthy), ("target", target)):
+        _check_rgb(image, name)
+    if not np.shape(pathological) == np.shape(healthy) == np.shape(target):
+        raise ValueError(f"images differ in shape: {np.shape(pathological)}, {np.shape(healthy)}, "
+                         f"{np.shape(target)}")
+    lab = [cv2.cvtColor(im.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
+           for im in (pathological, healthy, target)]
+    difference = lab[0] - lab[1]
+    weight = np.clip(difference[..., 1] / (theta / 2) - 1.0, 0.0, 1.0)[..., None]
+    rgb = cv2.cvtColor(lab[2] + weight * difference, cv2.COLOR_Lab2RGB)
+    return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
 def naive_mask(image: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:

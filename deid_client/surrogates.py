@@ -13,6 +13,15 @@ same synthetic person without the condition, made one of two ways (``twin_from``
   the photo. The twin edit works on a real photo rather than on a generated one,
   which it does better (README, Measured).
 
+Where the surrogate's lesion comes from (``lesion``):
+
+- ``"edited"``: the identity edit carries it, editing the patient's photo itself;
+- ``"carried"`` (``twin_from="patient"`` only): the identity edit runs on the healed
+  photo alone, which makes the twin, and the surrogate is that twin with the patient's
+  lesion added (``masks.carry_lesion``: the CIELAB difference between the photo and its
+  heal, where it is erythema). The identity edit never sees the lesion, so it can be as
+  strong as privacy needs without losing it (docs/privacy_attackers.md).
+
 The erythema mask is the CIELAB a* difference of surrogate and twin
 (``masks.differential_mask``). Only the surrogate, the twin and the mask ever
 leave this stage; the healed patient photo stays inside it.
@@ -28,15 +37,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .backends import DiffusersBackend, EditSettings
-from .masks import differential_mask
+from .masks import carry_lesion, differential_mask
 from .prompts import PromptTemplate
 from .seeds import image_key
 
-__all__ = ["Surrogate", "TwinFrom", "TWIN_FROM", "check_twin_from", "make_surrogate", "make_surrogates",
-           "twin_settings", "heal_settings", "photos_per_call"]
+__all__ = ["Surrogate", "TwinFrom", "TWIN_FROM", "Lesion", "LESIONS", "check_twin_from", "check_lesion",
+           "make_surrogate", "make_surrogates", "twin_settings", "heal_settings", "photos_per_call"]
 
 TwinFrom = Literal["patient", "surrogate"]
 TWIN_FROM: tuple[str, ...] = get_args(TwinFrom)
+Lesion = Literal["edited", "carried"]
+LESIONS: tuple[str, ...] = get_args(Lesion)
 
 
 def check_twin_from(value: str) -> TwinFrom:
@@ -53,12 +64,23 @@ class Surrogate:
     mask: np.ndarray  # bool: where the surrogate is redder than its twin by more than theta
 
 
+def check_lesion(value: str, twin_from: TwinFrom = "patient") -> Lesion:
+    """``value`` if it names where the lesion comes from (:data:`LESIONS`) and goes with
+    ``twin_from``, else a clear ``ValueError``."""
+    if value not in LESIONS:
+        raise ValueError(f"lesion must be one of {LESIONS}, not {value!r}")
+    if value == "carried" and twin_from != "patient":
+        raise ValueError("lesion=carried needs twin_from=patient: the lesion is carried from the heal")
+    return value
+
+
 def photos_per_call(backend: DiffusersBackend, image: np.ndarray, identity_edit: EditSettings,
-                    twin_from: TwinFrom = "patient") -> int:
+                    twin_from: TwinFrom = "patient", lesion: Lesion = "edited") -> int:
     """How many photos one model call takes (:meth:`DiffusersBackend.images_per_call`),
-    halved on the patient route, which edits each photo and its healed copy at once."""
+    halved where the identity edit runs on each photo and its healed copy at once."""
     per_call = backend.images_per_call(image, identity_edit)
-    return max(1, per_call // (2 if check_twin_from(twin_from) == "patient" else 1))
+    both = check_twin_from(twin_from) == "patient" and check_lesion(lesion, twin_from) == "edited"
+    return max(1, per_call // (2 if both else 1))
 
 
 def twin_settings(identity_edit: EditSettings, twin_edit: EditSettings,
@@ -90,6 +112,7 @@ def make_surrogate(
     theta: float,
     min_size: int = 0,
     twin_from: TwinFrom = "patient",
+    lesion: Lesion = "edited",
     key: str | None = None,
 ) -> Surrogate:
     """Surrogate, healthy twin and mask of one photo (:func:`make_surrogates` of one).
@@ -100,7 +123,7 @@ def make_surrogate(
     ``identity_edit``'s, and all noise from ``identity_edit.seed`` and ``key``.
     """
     return make_surrogates(backend, [image], [identity_edit], twin_edit, prompts=prompts, theta=theta,
-                           min_size=min_size, twin_from=twin_from, keys=[key])[0]
+                           min_size=min_size, twin_from=twin_from, lesion=lesion, keys=[key])[0]
 
 
 def make_surrogates(
@@ -113,6 +136,7 @@ def make_surrogates(
     theta: float,
     min_size: int = 0,
     twin_from: TwinFrom = "patient",
+    lesion: Lesion = "edited",
     keys: Sequence[str | None] | None = None,
     batch_size: int | None = None,
     progress: bool = False,
@@ -138,13 +162,13 @@ def make_surrogates(
     >>> [(r.image.shape, r.mask.dtype) for r in out][0]
     ((64, 64, 3), dtype('bool'))
     """
-    check_twin_from(twin_from)
+    check_lesion(lesion, check_twin_from(twin_from))
     images, identity_edits = list(images), list(identity_edits)
     if len(identity_edits) != len(images):
         raise ValueError(f"{len(images)} photos but {len(identity_edits)} identity edits")
     keys = [k or image_key(im) for im, k in zip(images, keys or [None] * len(images), strict=True)]
     if batch_size is None and images:
-        batch_size = photos_per_call(backend, images[0], identity_edits[0], twin_from)
+        batch_size = photos_per_call(backend, images[0], identity_edits[0], twin_from, lesion)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     out: list[Surrogate] = []
@@ -157,6 +181,11 @@ def make_surrogates(
             surrogates = backend.edit_batch(photos, edits, keys=names)
             healthy = backend.edit_batch(surrogates, [twin_settings(e, twin_edit, prompts) for e in edits],
                                          keys=twin_keys)
+        elif lesion == "carried":  # the identity edit makes the twin; the lesion is added to it
+            healed = backend.edit_batch(photos, [heal_settings(e, twin_edit, prompts) for e in edits],
+                                        keys=twin_keys)
+            healthy = backend.edit_batch(healed, edits, keys=names)
+            surrogates = [carry_lesion(p, h, t, theta) for p, h, t in zip(photos, healed, healthy)]
         else:  # the same identity edit, same noise, on the healed photo: the same synthetic person
             healed = backend.edit_batch(photos, [heal_settings(e, twin_edit, prompts) for e in edits],
                                         keys=twin_keys)

@@ -256,6 +256,10 @@ def test_phantom_prompts_are_the_models_own_words():
                        healthy="h", attributes={"age": {"old": "old"}})
     with pytest.raises(ValueError, match="no_face"):
         compose_surrogate(["gate.no_face=maybe"])
+    with pytest.raises(ValueError, match="lesion must be one of"):
+        compose_surrogate(["lesion=painted"])
+    with pytest.raises(ValueError, match="twin_from=patient"):
+        compose_surrogate(["lesion=carried", "twin_from=surrogate"])
     with pytest.raises(ValueError, match="gate"):
         compose_surrogate(["+gate.strict=true"])
     photo = compose_surrogate(["preset=sd35_medium"])

@@ -7,6 +7,7 @@ from deid_client.masks import (
     a_star,
     calibrate_threshold,
     candidate_thresholds,
+    carry_lesion,
     clean_mask,
     differential_mask,
     erythema_map,
@@ -150,3 +151,20 @@ def test_acceptance_on_200_phantoms():
         assert scores["differential"] - scores["naive_face"] > 0.2, group
     assert summary["naive_iou_mean_face_region"] < summary["differential_iou_mean"] - 0.2
     assert summary["naive_iou_mean_whole_image"] < 0.5
+
+
+def test_a_carried_lesion_keeps_its_mask_and_nothing_else_of_the_patient():
+    """Phantom ground truth: each patient's lesion (photo minus exact twin) carried onto
+    another phantom's healthy face gives that face the patient's mask, and every pixel
+    that is not erythema is the other face's own, to one intensity level."""
+    phantoms = [render_case(c, 64) for c in plan_cohort(12, 1, seed=11)]
+    theta = 5.0
+    for patient, other in zip(phantoms, phantoms[1:] + phantoms[:1]):
+        carried = carry_lesion(patient.image, patient.healthy, other.healthy, theta)
+        expected = differential_mask(patient.image, patient.healthy, theta)
+        assert expected.any()
+        assert iou(differential_mask(carried, other.healthy, theta), expected) > 0.97
+        untouched = erythema_map(patient.image, patient.healthy) <= theta / 2
+        assert np.abs(carried[untouched].astype(int) - other.healthy[untouched]).max() <= 1
+    with pytest.raises(ValueError, match="shape"):
+        carry_lesion(patient.image, patient.healthy, other.healthy[:32], theta)

@@ -158,8 +158,10 @@ def test_twin_edit_removes_the_lesion_and_little_else(backend, cfg):
     assert max(outside) < 0.5, outside  # a* units: the rest of the face keeps its colour
 
 
-@pytest.mark.parametrize(("twin_from", "bar"), [("patient", 0.5), ("surrogate", 0.3)])
-def test_surrogate_masks_find_the_patients_lesion(backend, cfg, twin_from, bar):
+@pytest.mark.parametrize(("twin_from", "lesion", "bar"),
+                         [("patient", "edited", 0.5), ("surrogate", "edited", 0.3),
+                          ("patient", "carried", 0.5)])
+def test_surrogate_masks_find_the_patients_lesion(backend, cfg, twin_from, lesion, bar):
     """The identity edit carries the lesion onto the synthetic person (the carry term of
     training stage 4), so the surrogate's own mask finds the patient's lesion; more of it
     when the twin edit heals the patient's photo than when it heals the generated surrogate
@@ -177,7 +179,7 @@ def test_surrogate_masks_find_the_patients_lesion(backend, cfg, twin_from, bar):
                                                      target_prompt=target))
             truths.append(phantom.mask)
     results = make_surrogates(backend, photos, edits, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
-                              twin_from=twin_from)
+                              twin_from=twin_from, lesion=lesion)
     ious = [iou(r.mask, truth) for r, truth in zip(results, truths, strict=True)]
     assert np.mean(ious) > bar, np.round(ious, 2)
 
@@ -202,8 +204,32 @@ def test_twin_from_the_patient_is_the_same_synthetic_person(backend, cfg):
                                                                  change[~around].mean())
 
 
-@pytest.mark.parametrize("twin_from", ["patient", "surrogate"])
-def test_a_photos_surrogate_does_not_depend_on_its_batch(backend, cfg, twin_from):
+def test_a_carried_lesion_leaves_the_identity_edit_to_the_twin(backend, cfg):
+    """lesion=carried: the twin is the identity edit of the healed photo (same noise), and
+    the surrogate's mask is the heal's own, also under a much stronger identity edit (up to
+    guidance 6; at 9 the phantom model's twins turn black and the lesion leaves the gamut)."""
+    rng = np.random.default_rng(5)
+    person = sample_identity(rng)
+    phantom = render_phantom(person, sample_lesion(rng, "malar"), 64)
+    settings = cfg.identity.with_overrides(source_prompt=prompt_for(person),
+                                           target_prompt=surrogate_targets(person, 1, rng)[0])
+    heal = backend.edit(phantom.image, heal_settings(settings, cfg.twin, cfg.prompts), key="p:twin")
+    heal_mask = differential_mask(phantom.image, heal, cfg.theta)
+    assert heal_mask.any()
+    for gamma in (settings.gamma_tgt, 4.0, 6.0):
+        edit = settings.with_overrides(gamma_src=gamma, gamma_tgt=gamma)
+        result = make_surrogate(backend, phantom.image, edit, cfg.twin, prompts=cfg.prompts,
+                                theta=cfg.theta, lesion="carried", key="p")
+        assert np.array_equal(result.healthy, backend.edit(heal, edit, key="p"))
+        assert iou(result.mask, heal_mask) > 0.9
+    with pytest.raises(ValueError, match="twin_from=patient"):
+        make_surrogate(backend, phantom.image, settings, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
+                       twin_from="surrogate", lesion="carried")
+
+
+@pytest.mark.parametrize(("twin_from", "lesion"), [("patient", "edited"), ("surrogate", "edited"),
+                                                   ("patient", "carried")])
+def test_a_photos_surrogate_does_not_depend_on_its_batch(backend, cfg, twin_from, lesion):
     """Eight photos with their own prompts in one batch: each surrogate and twin is the one
     it gets alone (at most one intensity level apart), from one transformer call per step
     for the whole batch."""
@@ -220,16 +246,17 @@ def test_a_photos_surrogate_does_not_depend_on_its_batch(backend, cfg, twin_from
         with_kwargs=True)
     try:
         batched = make_surrogates(backend, photos, edits, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
-                                  twin_from=twin_from, batch_size=8)
+                                  twin_from=twin_from, lesion=lesion, batch_size=8)
         batched_calls, calls[:] = list(calls), []
         alone = [make_surrogate(backend, im, e, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
-                                twin_from=twin_from)
+                                twin_from=twin_from, lesion=lesion)
                  for im, e in zip(photos, edits)]
     finally:
         hook.remove()
     # one call per step for the whole batch: the twin edit's steps, then the identity edit's
-    # (with twin_from=patient on the photos and their healed copies together); alone, per photo
-    identity_rows = 2 if twin_from == "patient" else 1
+    # (with twin_from=patient on the photos and their healed copies together, unless the lesion
+    # is carried: then on the healed copies alone); alone, per photo
+    identity_rows = 2 if (twin_from, lesion) == ("patient", "edited") else 1
     assert len(batched_calls) == cfg.twin.n_max + 8 and len(calls) == 8 * len(batched_calls)
     assert max(batched_calls) == 8 * 4 * identity_rows  # 8 photos, 4 guided evaluations each
     for b, a in zip(batched, alone, strict=True):
