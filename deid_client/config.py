@@ -67,6 +67,7 @@ class SurrogateConfig:
     lesion: Lesion = "edited"  # the surrogate's lesion: "edited" by the identity edit, or "carried"
     min_change: int = 3  # phantom surrogate vs patient: skin-type steps + 1 for the sex class
     batch_size: int | None = None  # photos per model call; None: what the device takes
+    privacy: str = "low"  # the privacy level whose settings these are (preset's privacy_levels)
 
 
 def edit_config(cfg: DictConfig) -> tuple[ModelConfig, EditSettings]:
@@ -84,25 +85,28 @@ def compose_edit(overrides: Sequence[str] | None = None) -> tuple[ModelConfig, E
 
 def compose_surrogate(overrides: Sequence[str] | None = None,
                       site_config: str | os.PathLike | None = None) -> SurrogateConfig:
-    """The firewall's settings: ``conf/surrogate.yaml``, then a site's YAML file
+    """The firewall's settings: ``conf/surrogate.yaml`` and its preset, then what the
+    ``privacy`` level sets for that preset (``privacy_levels``), then a site's YAML file
     (``site_config``, any subset of its keys), then Hydra overrides
-    (e.g. ``["identity.n_max=22", "preset=sd35_medium"]``).
+    (e.g. ``["identity.n_max=22", "preset=sd35_medium", "privacy=medium"]``).
 
     >>> compose_surrogate(["theta=4.0"]).theta
     4.0
+    >>> compose_surrogate(["privacy=medium"]).lesion
+    'carried'
     """
     cfg = _compose("surrogate", overrides)
-    if site_config is not None:
-        path = Path(site_config)
-        if not path.is_file():
-            raise ValueError(f"{path}: no such firewall config file")
-        try:
-            site = OmegaConf.load(path)
-        except Exception as exc:  # YAML errors come in many types
-            raise ValueError(f"{path}: not a YAML config ({str(exc).splitlines()[0]})") from None
-        cfg = _override(OmegaConf.merge(cfg, site), overrides)  # the command line wins over the site
+    site = _site_file(site_config) if site_config is not None else OmegaConf.create()
+    merged = _override(OmegaConf.merge(cfg, site), overrides) if site else cfg
+    level, levels = str(merged.privacy), merged.get("privacy_levels") or {}
+    if level not in levels:
+        raise ValueError(f"privacy level {level!r} has no measured settings for this preset "
+                         f"(it has: {', '.join(levels) or 'none'}; docs/privacy_attackers.md)")
+    if levels[level] or site:
+        # the level over the preset, the site over the level, the command line over both
+        cfg = _override(OmegaConf.merge(cfg, levels[level], site), overrides)
     extra = set(cfg) - {"model", "identity", "twin", "prompts", "gate", "theta", "min_size",
-                         "twin_from", "lesion", "min_change", "batch_size"}
+                         "twin_from", "lesion", "min_change", "batch_size", "privacy", "privacy_levels"}
     if extra:
         raise ValueError(f"config 'surrogate': unknown keys {sorted(extra)}")
     return SurrogateConfig(_typed(ModelConfig, cfg.model, "model"),
@@ -113,8 +117,18 @@ def compose_surrogate(overrides: Sequence[str] | None = None,
                            theta=float(cfg.theta), min_size=int(cfg.min_size),
                            twin_from=check_twin_from(str(cfg.twin_from)),
                            lesion=check_lesion(str(cfg.lesion), str(cfg.twin_from)),
-                           min_change=int(cfg.min_change),
+                           min_change=int(cfg.min_change), privacy=level,
                            batch_size=_batch_size(cfg.get("batch_size")))
+
+
+def _site_file(site_config: str | os.PathLike) -> DictConfig:
+    path = Path(site_config)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such firewall config file")
+    try:
+        return OmegaConf.load(path)
+    except Exception as exc:  # YAML errors come in many types
+        raise ValueError(f"{path}: not a YAML config ({str(exc).splitlines()[0]})") from None
 
 
 def _override(cfg: DictConfig, overrides: Sequence[str] | None) -> DictConfig:

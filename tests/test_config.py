@@ -53,3 +53,22 @@ def test_a_site_file_sits_between_the_defaults_and_the_command_line(tmp_path):
     assert cfg.identity.n_max == 4 and cfg.gate.retries == 5
     assert compose_surrogate(None, site).theta == 3.0
     assert compose_surrogate().identity.n_max != 4  # the shipped default is not the site's
+
+
+def test_privacy_levels_set_their_measured_settings_and_explicit_ones_win(tmp_path):
+    from deid_client.config import compose_surrogate
+
+    low, medium, high = (compose_surrogate([f"privacy={level}"]) for level in ("low", "medium", "high"))
+    assert compose_surrogate() == low and low.lesion == "edited"
+    assert (medium.lesion, medium.identity.gamma_tgt) == ("carried", 4.0)
+    assert (high.lesion, high.identity.gamma_src, high.identity.gamma_tgt) == ("carried", 6.0, 6.0)
+    assert medium.identity.steps == low.identity.steps and medium.twin == low.twin  # nothing else moves
+    assert compose_surrogate(["privacy=high", "identity.gamma_tgt=5.0"]).identity.gamma_tgt == 5.0
+    site = tmp_path / "site.yaml"
+    site.write_text("privacy: high\n")
+    assert compose_surrogate(None, site).identity.gamma_tgt == 6.0
+    assert compose_surrogate(["privacy=medium"], site).identity.gamma_tgt == 4.0  # command line first
+    with pytest.raises(ValueError, match="privacy level 'high' has no measured settings"):
+        compose_surrogate(["preset=sd35_medium", "privacy=high"])
+    with pytest.raises(ValueError, match="privacy level 'max'"):
+        compose_surrogate(["privacy=max"])
