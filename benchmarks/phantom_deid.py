@@ -70,10 +70,11 @@ STEPS_GRID = [{"identity.steps": n, "identity.n_max": n} for n in (4, 5, 7, 10, 
 # Stronger identity edits against every attacker (the defence-aware one and dlib see what
 # colour changes leave: the patient's face geometry).
 PRIVACY_GRID = [{"identity.gamma_src": g, "identity.gamma_tgt": g} for g in (2.5, 4.0, 6.0, 9.0)]
-# The lesion carried onto the twin (lesion=carried): the identity edit no longer has to
-# carry it, so it can be as strong as privacy needs.
-CARRY_GRID = [{"lesion": "carried", "identity.gamma_src": g, "identity.gamma_tgt": g}
-              for g in (2.5, 4.0, 6.0, 9.0)]
+# The same guidance with the lesion carried onto the twin (lesion=carried): the identity edit
+# no longer has to carry it, so it can be as strong as privacy needs. The privacy levels'
+# curve (docs/privacy_levels.png) is this grid.
+CARRY_GRID = [{"lesion": lesion, "identity.gamma_src": g, "identity.gamma_tgt": g}
+              for lesion in ("edited", "carried") for g in (2.5, 4.0, 6.0, 9.0)]
 # The contrast term trains the unguided caption difference, so the twin edit is tried with
 # equal guidance on both sides; it was trained at t < 0.2, so with short windows.
 TWIN_GRID = ([{"twin_from": "surrogate"}] + [{"twin.n_max": n} for n in (2, 3, 4, 6)]
@@ -256,11 +257,11 @@ def sweep(n_patients: int, n_identities: int, train_sessions: int, out: Path | N
         out.mkdir(parents=True, exist_ok=True)
         keys = sorted({k for r in rows for k in r}, key=lambda k: (not k.startswith(("identity", "twin")), k))
         if grids in ("privacy", "carry"):
-            title = "identity-edit guidance γ (points): privacy vs lesion" + (
-                ", lesion carried" if grids == "carry" else "")
-            save_figure(tradeoff_figure(rows, [a.name for a in cohort.attackers],
-                                        label="identity.gamma_tgt", title=title),
-                        out / f"{grids}_tradeoff.png")
+            figure = tradeoff_figure(rows, [a.name for a in cohort.attackers], label="identity.gamma_tgt",
+                                     group="lesion" if grids == "carry" else None,
+                                     title="identity-edit guidance γ (points): privacy vs lesion")
+            save_figure(figure,
+                        out / ("privacy_levels.png" if grids == "carry" else "privacy_tradeoff.png"))
         with open(out / "sweep.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, keys)
             writer.writeheader()
