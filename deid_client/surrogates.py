@@ -181,16 +181,15 @@ def make_surrogates(
             surrogates = backend.edit_batch(photos, edits, keys=names)
             healthy = backend.edit_batch(surrogates, [twin_settings(e, twin_edit, prompts) for e in edits],
                                          keys=twin_keys)
-        elif lesion == "carried":  # the identity edit makes the twin; the lesion is added to it
+        else:
             healed = backend.edit_batch(photos, [heal_settings(e, twin_edit, prompts) for e in edits],
                                         keys=twin_keys)
-            healthy = backend.edit_batch(healed, edits, keys=names)
-            surrogates = [carry_lesion(p, h, t, theta) for p, h, t in zip(photos, healed, healthy)]
-        else:  # the same identity edit, same noise, on the healed photo: the same synthetic person
-            healed = backend.edit_batch(photos, [heal_settings(e, twin_edit, prompts) for e in edits],
-                                        keys=twin_keys)
-            both = backend.edit_batch(photos + healed, edits + edits, keys=names + names)
-            surrogates, healthy = both[:len(photos)], both[len(photos):]
+            if lesion == "carried":  # the identity edit makes the twin; the lesion is added to it
+                healthy = backend.edit_batch(healed, edits, keys=names)
+                surrogates = [carry_lesion(p, h, t, theta) for p, h, t in zip(photos, healed, healthy)]
+            else:  # the same identity edit, same noise, on the healed photo: the same synthetic person
+                both = backend.edit_batch(photos + healed, edits + edits, keys=names + names)
+                surrogates, healthy = both[:len(photos)], both[len(photos):]
         out += [Surrogate(s, h, differential_mask(s, h, theta, min_size=min_size))
                 for s, h in zip(surrogates, healthy)]
         bar.update(len(photos))
