@@ -32,6 +32,7 @@ class RoundKeeper:
     min_replies: int = 1
     max_failed_rounds: int = 2
     failed_rounds: list[dict]
+    eval_errors: dict[int, list[str]]  # round -> each node's one-line evaluation error
 
     @property
     def stopped(self) -> bool:
@@ -58,6 +59,13 @@ class RoundKeeper:
         return super().aggregate_train(server_round, sorted(good, key=content_digest))
 
     def aggregate_evaluate(self, server_round, replies):
+        replies = list(replies)
+        errors = [f"node {r.metadata.src_node_id}: {_first_line(r.error.reason)}"
+                  for r in replies if r.has_error()]
+        if errors:  # recorded, not silently left out of the round's score
+            self.eval_errors[server_round] = errors
+            log.error("round %d: %d nodes failed to evaluate. %s", server_round, len(errors),
+                      "; ".join(errors))
         # a node without reference masks reports num-examples 0: no weight, no division by zero
         scored = [r for r in replies if not r.has_error()
                   and float(next(iter(r.content.metric_records.values()))["num-examples"]) > 0]

@@ -61,7 +61,8 @@ def main(grid: Grid, context: Context) -> None:
     rounds = recorder.write_history(result, done, {"privacy_violations": strategy.violations,
                                                    "replies_screened": strategy.screened},
                                     round_seconds=seconds, failed=[
-                                        f | {"round": done + f["round"]} for f in strategy.failed_rounds])
+                                        f | {"round": done + f["round"]} for f in strategy.failed_rounds],
+                                    eval_errors={done + r: e for r, e in strategy.eval_errors.items()})
     recorder.save_final(latest["arrays"])
     for entry in rounds:
         if entry.get("status") == "failed":

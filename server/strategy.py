@@ -60,5 +60,5 @@ def make_strategy(
     strategy.model_shapes = model_shapes
     strategy.violations = []
     strategy.min_replies, strategy.max_failed_rounds = min_nodes, max_failed_rounds
-    strategy.failed_rounds = []
+    strategy.failed_rounds, strategy.eval_errors = [], {}
     return strategy

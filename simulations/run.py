@@ -70,6 +70,11 @@ def main(cfg: DictConfig) -> None:
             print(f"simulation failed (flwr run exit code {code}); see the log above", file=sys.stderr)
             sys.exit(code or 1)
     history = json.loads((output_dir / "history.json").read_text())["rounds"]
+    if not history or history[-1].get("eval_dice") is None:  # phantom sites always score
+        print(f"simulation failed: the last round has no held-out score "
+              f"({history[-1].get('eval_errors') if history else 'no rounds'}); see history.json",
+              file=sys.stderr)
+        sys.exit(1)
     summary = summarise(history, cfg) | {"run_config": settings}
     result_file.write_text(json.dumps(summary, indent=2))
     print(f"\n{'round':>5} {'train_loss':>10} {'eval_dice':>9} {'eval_iou':>8}")

@@ -104,6 +104,10 @@ def test_a_round_without_enough_replies_keeps_the_model_and_then_stops(model_sta
     assert make_strategy("fedavg", model_shapes=shapes).aggregate_evaluate(1, [scored, unscored])[
         "eval_dice"] == 0.5
     assert make_strategy("fedavg", model_shapes=shapes).aggregate_evaluate(1, [unscored]) is None
+    # A node whose evaluation failed is recorded with its error, not silently left out.
+    evaluating = make_strategy("fedavg", model_shapes=shapes)
+    assert evaluating.aggregate_evaluate(5, [scored, failed])["eval_dice"] == 0.5
+    assert evaluating.eval_errors == {5: ["node 9: ModelNotFoundError: phantom weights missing"]}
 
 
 def test_aggregation_does_not_depend_on_reply_order(model_state):
@@ -296,6 +300,9 @@ def test_recorder_checkpoints_resumes_and_merges(tmp_path, model_state):
                          "errors": ["node 1: no model", "node 2: no model"]}
     assert "node 1: no model | node 2: no model" in (tmp_path / "history.csv").read_text()
     assert (tmp_path / "convergence.png").stat().st_size > 1000
+    # A round whose evaluation some node failed keeps that node's error.
+    rounds = recorder.write_history(Result(), 4, eval_errors={5: ["node 2: out of memory"]})
+    assert rounds[4] == {"round": 5, "status": "ok", "eval_errors": ["node 2: out of memory"]}
 
 
 # --- a real simulation ----------------------------------------------------------
