@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.resources
 import os
 from collections.abc import Iterator, Sequence
@@ -97,14 +98,17 @@ def compose_surrogate(overrides: Sequence[str] | None = None,
     """
     cfg = _compose("surrogate", overrides)
     site = _site_file(site_config) if site_config is not None else OmegaConf.create()
-    merged = _override(OmegaConf.merge(cfg, site), overrides) if site else cfg
-    level, levels = str(merged.privacy), merged.get("privacy_levels") or {}
+    given = _parse(overrides)
+    # the level the command line names, else the site file's, else the default
+    level = str(cfg.privacy if "privacy" in {o.key_or_group for o in given}
+                else site.get("privacy", cfg.privacy))
+    levels = cfg.get("privacy_levels") or {}
     if level not in levels:
         raise ValueError(f"privacy level {level!r} has no measured settings for this preset "
                          f"(it has: {', '.join(levels) or 'none'}; docs/privacy_attackers.md)")
     if levels[level] or site:
         # the level over the preset, the site over the level, the command line over both
-        cfg = _override(OmegaConf.merge(cfg, levels[level], site), overrides)
+        cfg = _override(OmegaConf.merge(cfg, levels[level], site), given)
     extra = set(cfg) - {"model", "identity", "twin", "prompts", "gate", "theta", "min_size",
                          "twin_from", "lesion", "min_change", "batch_size", "privacy", "privacy_levels"}
     if extra:
@@ -131,17 +135,27 @@ def _site_file(site_config: str | os.PathLike) -> DictConfig:
         raise ValueError(f"{path}: not a YAML config ({str(exc).splitlines()[0]})") from None
 
 
-def _override(cfg: DictConfig, overrides: Sequence[str] | None) -> DictConfig:
-    """``overrides`` (Hydra's grammar) applied again on top of ``cfg``: the values, not the
-    config-group choices (``preset=...``), which only ``compose`` makes."""
+def _parse(overrides: Sequence[str] | None) -> list:
+    """Hydra's parse of ``overrides`` (already validated by ``compose``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    cfg = cfg.copy()
+    return OverridesParser.create().parse_overrides(list(overrides or []))
+
+
+@functools.cache
+def _groups() -> frozenset[str]:
+    """The config groups of ``conf/`` (``preset``, ``model``, ...)."""
     with config_dir() as folder:
-        groups = {p.name for p in folder.iterdir() if p.is_dir()}
-    for override in OverridesParser.create().parse_overrides(list(overrides or [])):
+        return frozenset(p.name for p in folder.iterdir() if p.is_dir())
+
+
+def _override(cfg: DictConfig, overrides: list) -> DictConfig:
+    """Parsed ``overrides`` applied again on top of ``cfg``: the values, not the
+    config-group choices (``preset=...``), which only ``compose`` makes."""
+    cfg = cfg.copy()
+    for override in overrides:
         key = override.key_or_group
-        if key in groups:
+        if key in _groups():
             continue
         if override.is_delete():
             parent, _, leaf = key.rpartition(".")

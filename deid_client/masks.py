@@ -39,9 +39,12 @@ def a_star(image: np.ndarray) -> np.ndarray:
     OpenCV's float conversion is used (it applies the sRGB transfer curve);
     it agrees with ``skimage.color.rgb2lab`` to within 0.5 a* units.
     """
-    image = _check_rgb(image, "image")
-    lab = cv2.cvtColor(image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
-    return lab[..., 1]
+    return _lab(_check_rgb(image, "image"))[..., 1]
+
+
+def _lab(image: np.ndarray) -> np.ndarray:
+    """CIELAB (D65) of a uint8 sRGB image, float32 H x W x 3 (OpenCV's float conversion)."""
+    return cv2.cvtColor(image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
 
 
 def erythema_map(pathological: np.ndarray, healthy: np.ndarray) -> np.ndarray:
@@ -115,8 +118,7 @@ def carry_lesion(pathological: np.ndarray, healthy: np.ndarray, target: np.ndarr
     if not np.shape(pathological) == np.shape(healthy) == np.shape(target):
         raise ValueError(f"images differ in shape: {np.shape(pathological)}, {np.shape(healthy)}, "
                          f"{np.shape(target)}")
-    lab = [cv2.cvtColor(im.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
-           for im in (pathological, healthy, target)]
+    lab = [_lab(im) for im in (pathological, healthy, target)]
     difference = lab[0] - lab[1]
     weight = np.clip(difference[..., 1] / (theta / 2) - 1.0, 0.0, 1.0)[..., None]
     rgb = cv2.cvtColor(lab[2] + weight * difference, cv2.COLOR_Lab2RGB)

@@ -38,3 +38,10 @@ def test_a_study_slice_runs_resumes_and_reports(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("already done with these settings") == 4
     assert [p.stat().st_mtime_ns for p in results] == stamps
+
+
+def test_every_mask_source_has_its_place_in_the_figure():
+    from deid_client.node_data import MASK_SOURCES
+    from simulations.study import SOURCE_COLOURS
+
+    assert sorted(SOURCE_COLOURS) == sorted(MASK_SOURCES)
