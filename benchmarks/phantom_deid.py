@@ -5,12 +5,14 @@
     python benchmarks/phantom_deid.py --pictures out/ # also a grid: source, surrogates, twin, masks
 
 Held-out patients (never seen by the phantom model) are photographed in
-several sessions. Three attackers (``deid_client.reid``) learn them from
+several sessions. Four attackers (``deid_client.reid``) learn them from
 ``--train-sessions`` sessions each: ``cnn`` (a CNN that names them), ``aware`` (the
 same CNN trained by an attacker who knows the defence recolours: grayscale photos, each
-session also taken with the patient's colours drawn anew) and ``dlib`` (dlib's face
+session also taken with the patient's colours drawn anew), ``dlib`` (dlib's face
 embedding, never trained on phantoms, nearest neighbour over those sessions as a
-gallery). ``reid_original_<attacker>`` is each one's top-1 rate on the patients' other
+gallery) and ``mimic`` (the CNN trained by an attacker who runs the firewall being
+measured on those sessions and learns from its surrogates and twins too; trained anew
+for each configuration). ``reid_original_<attacker>`` is each one's top-1 rate on the patients' other
 sessions: an attacker that cannot recognise originals proves nothing. One held-out
 photo per patient is the source: each of ``--identities`` target prompts (alternating
 sex class, ``min_change`` or more steps from the patient) gives one surrogate and its
@@ -47,7 +49,8 @@ from deid_client.images import write_image
 from deid_client.masks import calibrate_threshold, differential_mask, erythema_map
 from deid_client.metrics import iou
 from deid_client.phantom_flow.prompts import attributes_of, prompt_for
-from deid_client.reid import AwareAttacker, CnnAttacker, DlibAttacker, photo_sessions
+from deid_client.reid import (ATTACKERS, AwareAttacker, CnnAttacker, DlibAttacker, MimicAttacker,
+                              photo_sessions)
 from deid_client.gate import judge
 from deid_client.surrogates import heal_settings, make_surrogates
 
@@ -70,17 +73,28 @@ STEPS_GRID = [{"identity.steps": n, "identity.n_max": n} for n in (4, 5, 7, 10, 
 # Stronger identity edits against every attacker (the defence-aware one and dlib see what
 # colour changes leave: the patient's face geometry).
 PRIVACY_GRID = [{"identity.gamma_src": g, "identity.gamma_tgt": g} for g in (2.5, 4.0, 6.0, 9.0)]
-# The same guidance with the lesion carried onto the twin (lesion=carried): the identity edit
-# no longer has to carry it, so it can be as strong as privacy needs. The privacy levels'
-# curve (docs/privacy_levels.png) is this grid.
+# The same guidance with the lesion carried onto the twin (lesion=carried, n_min 0): the identity
+# edit no longer has to carry it, so it can be stronger (docs/privacy_guidance.png).
 CARRY_GRID = [{"lesion": lesion, "identity.gamma_src": g, "identity.gamma_tgt": g}
               for lesion in ("edited", "carried") for g in (2.5, 4.0, 6.0, 9.0)]
+# The privacy levels' curve (docs/privacy_levels.png): the lesion carried onto the twin, whose
+# identity edit is FlowEdit over the first steps and then n_min steps of plain sampling of the
+# target prompt (the face drawn anew, the photo's pose and layout kept); n_min = steps draws
+# the whole twin anew. The edited route (privacy=low) for comparison.
+LEVELS_GRID = ([{"lesion": "edited", "identity.n_min": 0}]
+               + [{"lesion": "carried", "identity.n_min": n} for n in (0, 2, 4, 5, 6, 7)])
 # The contrast term trains the unguided caption difference, so the twin edit is tried with
 # equal guidance on both sides; it was trained at t < 0.2, so with short windows.
 TWIN_GRID = ([{"twin_from": "surrogate"}] + [{"twin.n_max": n} for n in (2, 3, 4, 6)]
              + [{"twin.n_max": 3, "twin.gamma_src": g, "twin.gamma_tgt": g} for g in (1.5, 2.0)]
              + [{"twin.n_max": 3, "twin.gamma_tgt": 4.0}, {"twin.n_max": 3, "twin.n_avg": 2}])
 
+# What each grid varies around: the settings of the day it was made (its rows in docs/ give
+# every value), not today's defaults.
+_EDITED_28 = {"privacy": "low", "identity.steps": 28, "identity.n_max": 28}
+GRIDS = {"identity": (_EDITED_28, IDENTITY_GRID), "twin": (_EDITED_28, TWIN_GRID),
+         "steps": ({"privacy": "low"}, STEPS_GRID), "privacy": ({"privacy": "low"}, PRIVACY_GRID),
+         "carry": ({"identity.n_min": 0}, CARRY_GRID), "levels": ({}, LEVELS_GRID)}
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -99,6 +113,35 @@ class Patients:
     seed: int
 
 
+def held_out(cohort: Patients) -> tuple[np.ndarray, np.ndarray]:
+    """The patients' sessions no attacker trained on, and whose they are."""
+    photos = [p.image for s in cohort.sessions for p in s[cohort.train_sessions:]]
+    return np.stack(photos), np.repeat(np.arange(len(cohort.people)), len(photos) // len(cohort.people))
+
+
+def mimic_attacker(cfg, backend, cohort: Patients) -> tuple[MimicAttacker, float]:
+    """The attacker who runs this firewall (``cfg``) on each patient's training photos, one
+    surrogate and its twin per photo with targets drawn as for the benchmark's own, and
+    learns from them with the photos; and its rate on the held-out originals."""
+    rng = np.random.default_rng([cohort.seed, 0x313])
+    photos, edits, labels = [], [], []
+    for patient, (person, photographed) in enumerate(zip(cohort.people, cohort.sessions, strict=True)):
+        mine = photographed[:cohort.train_sessions]
+        targets = cfg.prompts.draw_targets(attributes_of(person), len(mine), rng, min_change=cfg.min_change)
+        photos += [p.image for p in mine]
+        edits += [cfg.identity.with_overrides(source_prompt=prompt_for(person), target_prompt=t)
+                  for t in targets]
+        labels += [patient] * len(mine)
+    made = make_surrogates(backend, photos, edits, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
+                           min_size=cfg.min_size, twin_from=cfg.twin_from, lesion=cfg.lesion,
+                           batch_size=cfg.batch_size)
+    mimic = MimicAttacker(np.stack(photos), np.array(labels),
+                          np.stack([r.image for r in made] + [r.healthy for r in made]),
+                          np.array(labels * 2), epochs=60, seed=cohort.seed)
+    originals, truth = held_out(cohort)
+    return mimic, float((mimic.identify(originals) == truth).mean())
+
+
 def patients(n_patients: int, train_sessions: int, seed: int) -> Patients:
     sessions, people = photo_sessions(n_patients, train_sessions + 2, size=64, seed=seed)
     train_images = np.stack([p.image for s in sessions for p in s[:train_sessions]])
@@ -109,10 +152,10 @@ def patients(n_patients: int, train_sessions: int, seed: int) -> Patients:
                  AwareAttacker([s[:train_sessions] for s in sessions], people, epochs=60, seed=seed),
                  DlibAttacker(train_images, labels)]
     reid_seconds = time.perf_counter() - started
-    held_out = np.stack([p.image for s in sessions for p in s[train_sessions:]])
-    truth = np.repeat(np.arange(n_patients), 2)
-    reid_original = {a.name: float((a.identify(held_out) == truth).mean()) for a in attackers}
-    return Patients(sessions, people, train_sessions, attackers, reid_original, reid_seconds, seed)
+    cohort = Patients(sessions, people, train_sessions, attackers, {}, reid_seconds, seed)
+    originals, truth = held_out(cohort)
+    cohort.reid_original.update({a.name: float((a.identify(originals) == truth).mean()) for a in attackers})
+    return cohort
 
 
 def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
@@ -160,9 +203,13 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
         pictures.mkdir(parents=True, exist_ok=True)
         write_image(pictures / "surrogates.png", image_grid(tiles, ncols=len(tiles) // min(8, n_patients)))
     patient_of = np.repeat(np.arange(n_patients), n_identities)
-    attacks = attack(cohort, released, patient_of)
+    started = time.perf_counter()
+    mimic, mimic_original = mimic_attacker(cfg, backend, cohort)
+    mimic_seconds = time.perf_counter() - started
+    attackers, originals = [*cohort.attackers, mimic], {**cohort.reid_original, mimic.name: mimic_original}
+    attacks = attack(attackers, originals, released, patient_of)
     passed = np.array([v.released for v in verdicts])
-    gated = attack(cohort, [r for r, ok in zip(released, passed) if ok], patient_of[passed]) \
+    gated = attack(attackers, originals, [r for r, ok in zip(released, passed) if ok], patient_of[passed]) \
         if passed.any() else {}
     by_slot = np.array(ious).reshape(n_patients, n_identities)
     theta_star, iou_at_theta_star = calibrate_threshold(diffs, truths)
@@ -188,6 +235,7 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
         "seconds_per_image": edit_seconds / len(ious),
         "seconds_twin_edit_baseline": twin_seconds / n_patients,
         "reid_training_seconds": round(cohort.reid_seconds, 1),
+        "mimic_training_seconds": round(mimic_seconds, 1),  # its firewall runs included
         "theta": cfg.theta,
         "twin_from": cfg.twin_from,
         "lesion": cfg.lesion,
@@ -201,25 +249,25 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
     }
 
 
-def attack(cohort: Patients, released: list, patient_of: np.ndarray) -> dict:
+def attack(attackers: list, originals: dict, released: list, patient_of: np.ndarray) -> dict:
     """Each attacker's share of surrogates and of their twins attributed to their patient
-    (``patient_of[i]`` is surrogate ``i``'s; and its rate on held-out originals), and the
-    worst attacker's, which is the figure to quote: ``reid_surrogate`` and ``reid_twin``
-    are the highest over attackers."""
+    (``patient_of[i]`` is surrogate ``i``'s; and its rate on held-out originals, from
+    ``originals``), and the worst attacker's, which is the figure to quote:
+    ``reid_surrogate`` and ``reid_twin`` are the highest over attackers."""
     out = {}
-    for attacker in cohort.attackers:
+    for attacker in attackers:
         for kind, images in (("surrogate", [r.image for r in released]),
                              ("twin", [r.healthy for r in released])):
             out[f"reid_{kind}_{attacker.name}"] = float(
                 (attacker.identify(np.stack(images)) == patient_of).mean())
-        out[f"reid_original_{attacker.name}"] = cohort.reid_original[attacker.name]
-    names = [a.name for a in cohort.attackers]
+        out[f"reid_original_{attacker.name}"] = originals[attacker.name]
+    names = [a.name for a in attackers]
     worst = max(names, key=lambda n: (out[f"reid_surrogate_{n}"], out[f"reid_twin_{n}"]))
-    dlib = next((a for a in cohort.attackers if a.name == "dlib"), None)
+    dlib = next((a for a in attackers if a.name == "dlib"), None)
     return {"reid_surrogate": max(out[f"reid_surrogate_{n}"] for n in names),
             "reid_twin": max(out[f"reid_twin_{n}"] for n in names),
             "worst_attacker": worst,
-            "reid_original": min(cohort.reid_original.values()),  # the weakest on the originals
+            "reid_original": min(originals[n] for n in names),  # the weakest on the originals
             **out,
             "dlib_no_face": None if dlib is None else dlib.no_face}
 
@@ -239,16 +287,14 @@ def sweep(n_patients: int, n_identities: int, train_sessions: int, out: Path | N
     cohort = patients(n_patients, train_sessions, SWEEP_SEED)
     _log(f"sweep patients: re-ID of held-out originals {cohort.reid_original}")
     rows = []
-    chosen = {"identity": [IDENTITY_GRID], "twin": [TWIN_GRID], "steps": [STEPS_GRID],
-              "privacy": [PRIVACY_GRID], "carry": [CARRY_GRID],
-              "both": [IDENTITY_GRID, TWIN_GRID]}
-    for grid in chosen[grids]:
-        for point in grid:
-            overrides = [f"{k}={v}" for k, v in point.items()]
+    for grid in ("identity", "twin") if grids == "both" else (grids,):
+        base, points = GRIDS[grid]
+        for point in points:
+            overrides = [f"{k}={v}" for k, v in {**base, **point}.items()]
             _log(f"sweep: {' '.join(overrides)}")
             result = evaluate(overrides, cohort, n_identities)
             rows.append({**point, **{k: round(result[k], 4) for k in (
-                "reid_surrogate", "reid_twin", *(f"reid_{k}_{a.name}" for a in cohort.attackers
+                "reid_surrogate", "reid_twin", *(f"reid_{k}_{a}" for a in ATTACKERS
                                                  for k in ("surrogate", "twin")),
                 "lesion_iou_mean", "lesion_iou_std", "lesion_iou_twin_only",
                 "theta_star", "lesion_iou_at_theta_star", "seconds_per_image")}})
@@ -256,12 +302,14 @@ def sweep(n_patients: int, n_identities: int, train_sessions: int, out: Path | N
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         keys = sorted({k for r in rows for k in r}, key=lambda k: (not k.startswith(("identity", "twin")), k))
-        if grids in ("privacy", "carry"):
-            figure = tradeoff_figure(rows, [a.name for a in cohort.attackers], label="identity.gamma_tgt",
-                                     group="lesion" if grids == "carry" else None,
-                                     title="identity-edit guidance γ (points): privacy vs lesion")
-            save_figure(figure,
-                        out / ("privacy_levels.png" if grids == "carry" else "privacy_tradeoff.png"))
+        figures = {"privacy": ("identity.gamma_tgt", None, "privacy_tradeoff.png", "guidance γ"),
+                   "carry": ("identity.gamma_tgt", "lesion", "privacy_guidance.png", "guidance γ"),
+                   "levels": ("identity.n_min", "lesion", "privacy_levels.png", "sampled steps n_min")}
+        if grids in figures:
+            label, group, name, what = figures[grids]
+            figure = tradeoff_figure(rows, list(ATTACKERS), label=label, group=group,
+                                     title=f"identity edit, {what} (points): privacy vs lesion")
+            save_figure(figure, out / name)
         with open(out / "sweep.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, keys)
             writer.writeheader()
@@ -278,7 +326,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--sweep", action="store_true", help="run the settings sweep instead")
     parser.add_argument("--sweep-patients", type=int, default=10)
-    parser.add_argument("--grid", choices=("identity", "twin", "steps", "privacy", "carry", "both"),
+    parser.add_argument("--grid", choices=(*GRIDS, "both"),
                         default="both", help="which part of the sweep to run")
     parser.add_argument("--pictures", type=Path, help="write per-patient picture rows here")
     parser.add_argument("--out", type=Path, help="write the full result (and sweep.csv) here")

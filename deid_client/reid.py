@@ -1,6 +1,6 @@
 """Phantom re-identification: can a photo still be linked to its patient?
 
-Three attackers, each shown photos of known patients (several sessions: lighting,
+Four attackers, each shown photos of known patients (several sessions: lighting,
 backdrop, clothes, jewellery, flush, lesions) and then asked who a new photo shows:
 
 - ``cnn``: a small CNN trained to name each patient from their photos;
@@ -8,7 +8,9 @@ backdrop, clothes, jewellery, flush, lesions) and then asked who a new photo sho
   tone and hair colour: on grayscale photos of the patients with those colours drawn
   anew (:func:`recoloured`), so that only geometry and marks are left to learn;
 - ``dlib``: a real face recogniser never trained on phantoms (dlib's ResNet embedding,
-  :mod:`deid_client.audit`), nearest neighbour over a gallery of the patients' photos.
+  :mod:`deid_client.audit`), nearest neighbour over a gallery of the patients' photos;
+- ``mimic``: the CNN trained by an attacker who runs the firewall itself on the patients'
+  photos and learns from its outputs too (:class:`MimicAttacker`; the caller makes them).
 
 Shown a surrogate, each tells whether it still looks like the patient it came from.
 """
@@ -35,7 +37,8 @@ from .phantom import (
 )
 
 __all__ = ["photo_sessions", "reid_cohort", "ReIdNet", "train_reid", "identify", "top1", "recoloured",
-           "grayscale", "Attacker", "CnnAttacker", "AwareAttacker", "DlibAttacker", "ATTACKERS"]
+           "grayscale", "Attacker", "CnnAttacker", "AwareAttacker", "MimicAttacker",
+           "DlibAttacker", "ATTACKERS"]
 
 
 def photo_sessions(
@@ -203,6 +206,20 @@ class AwareAttacker(CnnAttacker):
         return super().identify(grayscale(images))
 
 
+class MimicAttacker(CnnAttacker):
+    """Runs the defence itself: trained on the patients' photos together with what the
+    firewall makes of them (``protected``: surrogates and twins of those same photos,
+    ``protected_labels`` their patients), so it learns whatever of a patient survives
+    the firewall, colour included."""
+
+    name = "mimic"
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, protected: np.ndarray,
+                 protected_labels: np.ndarray, *, epochs: int = 60, seed: int = 0):
+        super().__init__(np.concatenate([images, protected]), np.concatenate([labels, protected_labels]),
+                         epochs=epochs, seed=seed)
+
+
 class DlibAttacker(Attacker):
     """dlib's face embedding, nearest neighbour over a gallery of the patients' photos.
     A photo in which dlib finds no face is embedded with the whole image as the face box
@@ -235,4 +252,4 @@ class DlibAttacker(Attacker):
         return np.array(out)
 
 
-ATTACKERS = ("cnn", "aware", "dlib")
+ATTACKERS = ("cnn", "aware", "dlib", "mimic")

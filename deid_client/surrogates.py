@@ -17,10 +17,11 @@ Where the surrogate's lesion comes from (``lesion``):
 
 - ``"edited"``: the identity edit carries it, editing the patient's photo itself;
 - ``"carried"`` (``twin_from="patient"`` only): the identity edit runs on the healed
-  photo alone, which makes the twin, and the surrogate is that twin with the patient's
-  lesion added (``masks.carry_lesion``: the CIELAB difference between the photo and its
-  heal, where it is erythema). The identity edit never sees the lesion, so it can be as
-  strong as privacy needs without losing it (docs/privacy_attackers.md).
+  photo alone, between the healthy versions of its prompts, which makes the twin, and
+  the surrogate is that twin with the patient's lesion added (``masks.carry_lesion``: the
+  CIELAB difference between the photo and its heal, where it is erythema). The identity
+  edit never sees the lesion, so it can be as strong as privacy needs without losing it
+  (docs/privacy_attackers.md).
 
 The erythema mask is the CIELAB a* difference of surrogate and twin
 (``masks.differential_mask``). Only the surrogate, the twin and the mask ever
@@ -42,7 +43,8 @@ from .prompts import PromptTemplate
 from .seeds import image_key
 
 __all__ = ["Surrogate", "TwinFrom", "TWIN_FROM", "Lesion", "LESIONS", "check_twin_from", "check_lesion",
-           "make_surrogate", "make_surrogates", "twin_settings", "heal_settings", "photos_per_call"]
+           "make_surrogate", "make_surrogates", "twin_settings", "heal_settings", "healthy_settings",
+           "photos_per_call"]
 
 TwinFrom = Literal["patient", "surrogate"]
 TWIN_FROM: tuple[str, ...] = get_args(TwinFrom)
@@ -95,6 +97,14 @@ def heal_settings(identity_edit: EditSettings, twin_edit: EditSettings,
     """The twin edit for the patient's own photo: from ``identity_edit``'s source prompt
     to the healthy version of that prompt, with ``twin_edit``'s schedule and guidance."""
     return _healing(identity_edit.source_prompt, twin_edit, identity_edit.seed, prompts)
+
+
+def healthy_settings(identity_edit: EditSettings, prompts: PromptTemplate) -> EditSettings:
+    """``identity_edit`` between the healthy versions of its prompts: the identity edit of a
+    healed photo (``lesion="carried"``), whose target sampling steps (``n_min``) must not
+    draw the condition in."""
+    return identity_edit.with_overrides(source_prompt=prompts.healthy_prompt(identity_edit.source_prompt),
+                                        target_prompt=prompts.healthy_prompt(identity_edit.target_prompt))
 
 
 def _healing(prompt: str, twin_edit: EditSettings, seed: int, prompts: PromptTemplate) -> EditSettings:
@@ -185,7 +195,8 @@ def make_surrogates(
             healed = backend.edit_batch(photos, [heal_settings(e, twin_edit, prompts) for e in edits],
                                         keys=twin_keys)
             if lesion == "carried":  # the identity edit makes the twin; the lesion is added to it
-                healthy = backend.edit_batch(healed, edits, keys=names)
+                healthy = backend.edit_batch(healed, [healthy_settings(e, prompts) for e in edits],
+                                             keys=names)
                 surrogates = [carry_lesion(p, h, t, theta) for p, h, t in zip(photos, healed, healthy)]
             else:  # the same identity edit, same noise, on the healed photo: the same synthetic person
                 both = backend.edit_batch(photos + healed, edits + edits, keys=names + names)

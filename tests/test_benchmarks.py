@@ -34,9 +34,10 @@ def test_flowedit_firewall_benchmark_runs_at_small_size():
 @pytest.mark.slow
 def test_firewall_benchmark_compares_batched_and_single_on_the_same_photos():
     result = _run("benchmarks/firewall.py", "--photos", "3", "--repeats", "1", "--skip-main-job",
-                  "--batch-size", "3", "identity.steps=3", "identity.n_max=3")
+                  "--batch-size", "3", "identity.steps=3", "identity.n_max=3", "identity.n_min=1")
     assert result["photos"] == 3 and result["batch_size"] == 3 and result["max_difference"] <= 1
-    # one call per step for the batch (2 heal + 3 identity steps); per photo on the single side
+    # one call per step for the batch (2 heal + 3 identity steps, the last one sampled); per photo
+    # on the single side
     assert result["batched"]["transformer_calls"] == 5
     assert result["single"]["transformer_calls"] == 3 * 5
     assert result["single"]["transformer_rows"] == result["batched"]["transformer_rows"]
@@ -47,8 +48,8 @@ def test_firewall_benchmark_compares_batched_and_single_on_the_same_photos():
 @pytest.mark.slow
 def test_deid_benchmark_reports_every_attacker_and_quotes_the_worst():
     result = _run("benchmarks/phantom_deid.py", "--patients", "3", "--identities", "2",
-                  "--train-sessions", "2", "identity.steps=2", "identity.n_max=2")
-    attackers = ("cnn", "aware", "dlib")
+                  "--train-sessions", "2", "identity.steps=2", "identity.n_max=2", "identity.n_min=1")
+    attackers = ("cnn", "aware", "dlib", "mimic")
     for name in attackers:
         for kind in ("original", "surrogate", "twin"):
             assert 0.0 <= result[f"reid_{kind}_{name}"] <= 1.0
@@ -63,7 +64,8 @@ def test_deid_benchmark_reports_every_attacker_and_quotes_the_worst():
 
 @pytest.mark.slow
 def test_distribution_table_compares_the_papers_pairs():
-    result = _run("benchmarks/distributions.py", "--patients", "2", "identity.steps=2", "identity.n_max=2")
+    result = _run("benchmarks/distributions.py", "--patients", "2", "identity.steps=2", "identity.n_max=2",
+                  "identity.n_min=1")
     for pair in ("original_vs_synthetic_healthy", "surrogate_vs_twin", "original_vs_exact_healthy"):
         for region in ("image", "face"):
             assert 0.0 < result[f"{pair}_{region}_bhattacharyya_mean"] <= 1.0

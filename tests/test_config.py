@@ -45,30 +45,41 @@ def test_a_site_file_sits_between_the_defaults_and_the_command_line(tmp_path):
     from deid_client.config import compose_surrogate
 
     site = tmp_path / "site.yaml"
-    site.write_text("theta: 3.0\nidentity:\n  n_max: 4\ngate:\n  retries: 5\n"
+    site.write_text("theta: 3.0\nidentity:\n  n_max: 6\ngate:\n  retries: 5\n"
                     "prompts:\n  condition: with acne\n")
     cfg = compose_surrogate(["theta=4.5", "preset=phantom", "prompts.condition='with mild, red acne'"],
                             site)
     assert cfg.theta == 4.5 and cfg.prompts.condition == "with mild, red acne"
-    assert cfg.identity.n_max == 4 and cfg.gate.retries == 5
+    assert cfg.identity.n_max == 6 and cfg.gate.retries == 5
     assert compose_surrogate(None, site).theta == 3.0
-    assert compose_surrogate().identity.n_max != 4  # the shipped default is not the site's
+    assert compose_surrogate().identity.n_max != 6  # the shipped default is not the site's
 
 
 def test_privacy_levels_set_their_measured_settings_and_explicit_ones_win(tmp_path):
     from deid_client.config import compose_surrogate
 
     low, medium, high = (compose_surrogate([f"privacy={level}"]) for level in ("low", "medium", "high"))
-    assert compose_surrogate() == low and low.lesion == "edited"
-    assert (medium.lesion, medium.identity.gamma_tgt) == ("carried", 4.0)
-    assert (high.lesion, high.identity.gamma_src, high.identity.gamma_tgt) == ("carried", 6.0, 6.0)
-    assert medium.identity.steps == low.identity.steps and medium.twin == low.twin  # nothing else moves
-    assert compose_surrogate(["privacy=high", "identity.gamma_tgt=5.0"]).identity.gamma_tgt == 5.0
+    assert compose_surrogate() == high and high.privacy == "high"  # the phantom preset's default
+    assert (low.lesion, low.identity.n_min) == ("edited", 0)
+    assert (medium.lesion, medium.identity.n_min) == ("carried", 5)
+    assert (high.lesion, high.identity.n_min) == ("carried", 6)
+    assert (medium.identity.steps, medium.identity.gamma_tgt, medium.twin) == (
+        low.identity.steps, low.identity.gamma_tgt, low.twin)  # nothing else moves
+    assert compose_surrogate(["privacy=high", "identity.n_min=3"]).identity.n_min == 3
     site = tmp_path / "site.yaml"
-    site.write_text("privacy: high\n")
-    assert compose_surrogate(None, site).identity.gamma_tgt == 6.0
-    assert compose_surrogate(["privacy=medium"], site).identity.gamma_tgt == 4.0  # command line first
+    site.write_text("privacy: medium\n")
+    assert compose_surrogate(None, site).identity.n_min == 5
+    assert compose_surrogate(["privacy=low"], site).lesion == "edited"  # command line first
+    assert compose_surrogate(["preset=sd35_medium"]).privacy == "low"  # all a real preset has
     with pytest.raises(ValueError, match="privacy level 'high' has no measured settings"):
         compose_surrogate(["preset=sd35_medium", "privacy=high"])
     with pytest.raises(ValueError, match="privacy level 'max'"):
         compose_surrogate(["privacy=max"])
+
+
+def test_an_edit_window_outside_its_schedule_is_a_config_error():
+    from deid_client.config import compose_surrogate
+
+    with pytest.raises(ValueError, match="0 <= n_min <= n_max <= steps, not n_min=6, n_max=0"):
+        compose_surrogate(["identity.n_max=0"])  # the default level samples the last 6 steps
+    assert compose_surrogate(["identity.n_max=0", "identity.n_min=0"]).identity.n_max == 0

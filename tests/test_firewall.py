@@ -171,9 +171,9 @@ def test_a_run_killed_at_any_moment_resumes_byte_identical(tmp_path):
 
 
 def test_without_the_identity_edit_nothing_is_released(tmp_path):
-    """identity.n_max=0 gives the patient back: the gate refuses every photo (the patient's
-    own face, or no face to audit), and no file of them is written; a node then fails
-    with a clear error instead of training on patients."""
+    """identity.n_max=0 (and n_min=0: no sampling steps either) gives the patient back: the
+    gate refuses every photo (the patient's own face, or no face to audit), and no file of
+    them is written; a node then fails with a clear error instead of training on patients."""
     from deid_client.node_data import DataConfig, load_node_data
     from deid_client.phantom import plan_cohort, write_cohort
 
@@ -181,14 +181,15 @@ def test_without_the_identity_edit_nothing_is_released(tmp_path):
     site = tmp_path / "cohort" / "hospital_0"
     out = tmp_path / "out"
     assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "s"),
-                 "identity.n_max=0"]) == 0
+                 "identity.n_max=0", "identity.n_min=0"]) == 0
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["released"] == 0 and manifest["refused"] == 6
     assert not any((out / folder).exists() and any((out / folder).iterdir()) for folder in OUTPUTS)
     faces = [e for e in manifest["photos"] if e["identity_distance"] is not None]
     assert faces and all(e["identity_distance"] < 0.1 for e in faces)  # the patient, unchanged
     with pytest.raises(ValueError, match="no photo made it through the firewall"):
-        load_node_data(DataConfig(data_dir=str(site), image_size=64, firewall=("identity.n_max=0",)))
+        load_node_data(DataConfig(data_dir=str(site), image_size=64,
+                                  firewall=("identity.n_max=0", "identity.n_min=0")))
 
 
 def test_a_photo_without_a_face_is_refused_without_new_draws(tmp_path):
@@ -196,14 +197,14 @@ def test_a_photo_without_a_face_is_refused_without_new_draws(tmp_path):
     after one (and a photo with a face that is refused is retried gate.retries times)."""
     from deid_client.firewall import Photo, run_firewall
 
-    cfg = compose_surrogate(["gate.retries=2", "identity.n_max=0"])
+    cfg = compose_surrogate(["gate.retries=2", "identity.n_max=0", "identity.n_min=0"])
     backend = cfg.model.load()
     calls = []
     edit_batch = backend.edit_batch
     backend.edit_batch = lambda images, *a, **k: calls.append(len(images)) or edit_batch(images, *a, **k)
     coffee = Photo(lambda: skdata.coffee()[::8, ::8], "coffee.png")
     report = run_firewall(backend, [coffee], tmp_path / "a", cfg, progress=False)
-    assert report.refused and len(calls) == 2  # one draw: heal, then both identity edits
+    assert report.refused and len(calls) == 2  # one draw: heal, then the identity edit
     face = Photo(lambda: skdata.astronaut()[20:276:4, 130:386:4], "astronaut.png")  # 64 px, a face
     calls.clear()
     report = run_firewall(backend, [face], tmp_path / "b", cfg, progress=False)

@@ -32,6 +32,7 @@ from deid_client.phantom_flow.prompts import SEX_WORDS, SKIN_WORDS, attributes_o
 from deid_client.phantom_flow.train import render_training_set, train
 from deid_client.surrogates import (
     heal_settings,
+    healthy_settings,
     make_surrogate,
     make_surrogates,
     twin_settings,
@@ -51,7 +52,12 @@ def backend() -> PhantomBackend:
 
 @pytest.fixture(scope="module")
 def cfg():
-    return compose_surrogate()
+    return compose_surrogate()  # the default level: the lesion carried, the face drawn anew
+
+
+@pytest.fixture(scope="module")
+def low():
+    return compose_surrogate(["privacy=low"])  # the identity edit carries the lesion
 
 
 def test_prompts_name_every_attribute_and_unknown_words_are_refused():
@@ -161,7 +167,7 @@ def test_twin_edit_removes_the_lesion_and_little_else(backend, cfg):
 @pytest.mark.parametrize(("twin_from", "lesion", "bar"),
                          [("patient", "edited", 0.5), ("surrogate", "edited", 0.3),
                           ("patient", "carried", 0.5)])
-def test_surrogate_masks_find_the_patients_lesion(backend, cfg, twin_from, lesion, bar):
+def test_surrogate_masks_find_the_patients_lesion(backend, cfg, low, twin_from, lesion, bar):
     """The identity edit carries the lesion onto the synthetic person (the carry term of
     training stage 4), so the surrogate's own mask finds the patient's lesion; more of it
     when the twin edit heals the patient's photo than when it heals the generated surrogate
@@ -175,8 +181,8 @@ def test_surrogate_masks_find_the_patients_lesion(backend, cfg, twin_from, lesio
         phantom = render_phantom(person, sample_lesion(rng, kind), 64)
         for target in surrogate_targets(person, 2, rng, min_change=cfg.min_change):
             photos.append(phantom.image)
-            edits.append(cfg.identity.with_overrides(source_prompt=prompt_for(person),
-                                                     target_prompt=target))
+            edits.append((cfg if lesion == "carried" else low).identity.with_overrides(
+                source_prompt=prompt_for(person), target_prompt=target))
             truths.append(phantom.mask)
     results = make_surrogates(backend, photos, edits, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
                               twin_from=twin_from, lesion=lesion)
@@ -184,19 +190,19 @@ def test_surrogate_masks_find_the_patients_lesion(backend, cfg, twin_from, lesio
     assert np.mean(ious) > bar, np.round(ious, 2)
 
 
-def test_twin_from_the_patient_is_the_same_synthetic_person(backend, cfg):
+def test_twin_from_the_patient_is_the_same_synthetic_person(backend, low):
     """The twin is the identity edit repeated, with the surrogate's prompts and noise, on the
     healed photo: a heal that changes nothing gives the surrogate itself, bit for bit, and
     the real heal changes the twin only around the lesion."""
     rng = np.random.default_rng(8)
     person = sample_identity(rng)
     phantom = render_phantom(person, sample_lesion(rng, "malar"), 64)
-    settings = cfg.identity.with_overrides(source_prompt=prompt_for(person),
+    settings = low.identity.with_overrides(source_prompt=prompt_for(person),
                                            target_prompt=surrogate_targets(person, 1, rng)[0])
-    unchanged = make_surrogate(backend, phantom.image, settings, cfg.twin.with_overrides(n_max=0),
-                               prompts=cfg.prompts, theta=cfg.theta)
+    unchanged = make_surrogate(backend, phantom.image, settings, low.twin.with_overrides(n_max=0),
+                               prompts=low.prompts, theta=low.theta)
     assert np.array_equal(unchanged.healthy, unchanged.image) and not unchanged.mask.any()
-    healed = make_surrogate(backend, phantom.image, settings, cfg.twin, prompts=cfg.prompts, theta=cfg.theta)
+    healed = make_surrogate(backend, phantom.image, settings, low.twin, prompts=low.prompts, theta=low.theta)
     assert np.array_equal(healed.image, unchanged.image)  # the same surrogate either way
     change = np.abs(erythema_map(healed.image, healed.healthy))
     around = morphology.dilation(phantom.mask, morphology.disk(3))
@@ -205,7 +211,8 @@ def test_twin_from_the_patient_is_the_same_synthetic_person(backend, cfg):
 
 
 def test_a_carried_lesion_leaves_the_identity_edit_to_the_twin(backend, cfg):
-    """lesion=carried: the twin is the identity edit of the healed photo (same noise), and
+    """lesion=carried: the twin is the identity edit of the healed photo (same noise, healthy
+    prompts), and
     the surrogate's mask is the heal's own, also under a much stronger identity edit (up to
     guidance 6; at 9 the phantom model's twins turn black and the lesion leaves the gamut)."""
     rng = np.random.default_rng(5)
@@ -220,7 +227,8 @@ def test_a_carried_lesion_leaves_the_identity_edit_to_the_twin(backend, cfg):
         edit = settings.with_overrides(gamma_src=gamma, gamma_tgt=gamma)
         result = make_surrogate(backend, phantom.image, edit, cfg.twin, prompts=cfg.prompts,
                                 theta=cfg.theta, lesion="carried", key="p")
-        assert np.array_equal(result.healthy, backend.edit(heal, edit, key="p"))
+        twin = backend.edit(heal, healthy_settings(edit, cfg.prompts), key="p")
+        assert np.array_equal(result.healthy, twin)
         assert iou(result.mask, heal_mask) > 0.9
     with pytest.raises(ValueError, match="twin_from=patient"):
         make_surrogate(backend, phantom.image, settings, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
@@ -272,7 +280,7 @@ def test_make_surrogate_gives_a_new_person_a_twin_and_a_mask(backend, cfg):
     target = surrogate_targets(person, 1, rng)[0]
     result = make_surrogate(backend, phantom.image, cfg.identity.with_overrides(
         source_prompt=prompt_for(person), target_prompt=target), cfg.twin, prompts=cfg.prompts,
-        theta=cfg.theta)
+        theta=cfg.theta, lesion=cfg.lesion)
     assert result.image.shape == result.healthy.shape == phantom.image.shape
     assert result.mask.dtype == bool and result.mask.shape == phantom.mask.shape
     assert np.abs(result.image.astype(int) - phantom.image).mean() > 10  # a visibly new person
@@ -371,10 +379,11 @@ def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeyp
     data = load_node_data(config, tmp_path)
     samples = _phantom_samples(config)
     originals = [image for image, *_ in samples]
-    for identity, (*_, person) in zip(edits, samples, strict=False):  # captioned, min_change away
-        assert identity.source_prompt == cfg.prompts.describe(person)
-        assert _steps_from(person, identity.target_prompt) >= cfg.min_change
-    assert len(edits) == 3
+    trained = {cfg.prompts.describe(person): person for *_, person in samples[:-1]}
+    assert {e.source_prompt for e in edits} == set(trained)  # every training photo, captioned
+    for identity in edits:  # each draw (the gate's new ones too) min_change away from its patient
+        assert _steps_from(trained[identity.source_prompt], identity.target_prompt) >= cfg.min_change
+    assert len(edits) >= 3
     assert data.train_images.shape == (3, 64, 64, 3) and data.train_masks.dtype == bool
     for surrogate, original in zip(data.train_images, originals, strict=False):
         assert np.abs(surrogate.astype(int) - original).mean() > 10  # not the patient's photo

@@ -49,3 +49,19 @@ def test_same_lesion_on_another_person_is_not_the_patient(trained):
     # Chance is 1 / 20; measured 0.10 here. The bound leaves room for float differences
     # between CPUs while staying far from the 1.0 of the patients' own photos.
     assert (identify(model, strangers) == patients).mean() <= 0.25
+
+
+def test_the_mimic_learns_what_survives_the_defence():
+    """An attacker who runs the defence on the patients' photos learns from its outputs: a
+    "firewall" that mirrors colours (255 - photo) fools a CNN trained on the photos alone,
+    not the one that also saw the defence's outputs of them."""
+    from deid_client.reid import CnnAttacker, MimicAttacker
+
+    images, labels, _ = reid_cohort(8, PHOTOS, size=64, seed=5)
+    seen = np.tile(np.arange(PHOTOS) < TRAIN, 8)
+    protected = 255 - images  # what the defence releases
+    plain = CnnAttacker(images[seen], labels[seen], epochs=30)
+    mimic = MimicAttacker(images[seen], labels[seen], protected[seen], labels[seen], epochs=30)
+    assert (mimic.identify(protected[~seen]) == labels[~seen]).mean() >= 0.8
+    assert (plain.identify(protected[~seen]) == labels[~seen]).mean() <= 0.4
+    assert (mimic.identify(images[~seen]) == labels[~seen]).mean() >= 0.8  # and still the originals

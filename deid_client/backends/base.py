@@ -40,6 +40,12 @@ class EditSettings:
     seed: int = 0
     max_side: int = 1024
 
+    def __post_init__(self):
+        window = (self.n_min, self.n_max, self.steps)  # the config's schema holds "???" placeholders
+        if all(isinstance(v, int) for v in window) and not 0 <= self.n_min <= self.n_max <= self.steps:
+            raise ValueError(f"an edit needs 0 <= n_min <= n_max <= steps, not n_min={self.n_min}, "
+                             f"n_max={self.n_max}, steps={self.steps} (n_max=0 with n_min=0: no edit)")
+
     def with_overrides(self, **changes: Any) -> EditSettings:
         """A copy with every non-None change applied."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
