@@ -82,7 +82,7 @@ CARRY_GRID = [{"lesion": lesion, "identity.gamma_src": g, "identity.gamma_tgt": 
 # target prompt (the face drawn anew, the photo's pose and layout kept); n_min = steps draws
 # the whole twin anew. The edited route (privacy=low) for comparison.
 LEVELS_GRID = ([{"lesion": "edited", "identity.n_min": 0}]
-               + [{"lesion": "carried", "identity.n_min": n} for n in (0, 2, 4, 5, 6, 7)])
+               + [{"lesion": "carried", "identity.n_min": n} for n in (0, 4, 5, 6, 7)])
 # The contrast term trains the unguided caption difference, so the twin edit is tried with
 # equal guidance on both sides; it was trained at t < 0.2, so with short windows.
 TWIN_GRID = ([{"twin_from": "surrogate"}] + [{"twin.n_max": n} for n in (2, 3, 4, 6)]
