@@ -7,7 +7,9 @@
 
 ``strategy=centralised`` trains one model on all sites' data pooled instead
 (``simulations.centralised``). A run whose folder already holds its result with the
-same settings is not run again (the study's fixed sweep folder resumes that way).
+same settings (the run config, and the firewall's settings as the package resolves
+them: a new default is a new run) is not run again (the study's fixed sweep folder
+resumes that way).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+
+from deid_client.client_app import data_config
 
 from .centralised import train_centralised
 from .engine import run_simulation
@@ -42,6 +46,22 @@ def run_config(cfg: DictConfig, output_dir: Path) -> dict:
     }
 
 
+def run_identity(settings: dict, num_clients: int) -> dict:
+    """What decides a run's result: its run config and its nodes' data, down to the firewall
+    settings the installed package resolves (``DataConfig.key``), so a result made under
+    another default is not taken for this run's."""
+    data = data_config(settings, {"num-partitions": num_clients})
+    return {"run_config": settings, "data_key": data.key()}
+
+
+def already_done(result_file: Path, identity: dict) -> bool:
+    """Whether ``result_file`` holds the result of a run with this :func:`run_identity`."""
+    if not result_file.is_file():
+        return False
+    result = json.loads(result_file.read_text())
+    return all(result.get(k) == v for k, v in identity.items())
+
+
 def summarise(history: list[dict], cfg: DictConfig) -> dict:
     last = history[-1] if history else {}
     best = max((e.get("eval_dice", 0.0) for e in history), default=0.0)
@@ -57,7 +77,8 @@ def main(cfg: DictConfig) -> None:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     settings = run_config(cfg, output_dir)
     result_file = output_dir / RESULT
-    if result_file.is_file() and json.loads(result_file.read_text()).get("run_config") == settings:
+    identity = run_identity(settings, cfg.simulation.num_clients)
+    if already_done(result_file, identity):
         print(f"{output_dir}: already done with these settings")
         return
     cache_dir = hydra.utils.to_absolute_path(cfg.simulation.cache_dir)
@@ -75,7 +96,7 @@ def main(cfg: DictConfig) -> None:
               f"({history[-1].get('eval_errors') if history else 'no rounds'}); see history.json",
               file=sys.stderr)
         sys.exit(1)
-    summary = summarise(history, cfg) | {"run_config": settings}
+    summary = summarise(history, cfg) | identity
     result_file.write_text(json.dumps(summary, indent=2))
     print(f"\n{'round':>5} {'train_loss':>10} {'eval_dice':>9} {'eval_iou':>8}")
     for e in history:

@@ -75,6 +75,29 @@ def test_one_batched_transformer_call_per_sample_and_step(backend, image, n_max,
         assert calls[0]["guidance"] == [settings.gamma_src, settings.gamma_tgt]
 
 
+@pytest.mark.parametrize("gamma_src, gamma_tgt, rows", [(4.0, 4.0, 4), (1.0, 4.0, 3), (1.0, 1.0, 2)])
+def test_a_side_at_guidance_one_runs_its_conditional_rows_only(image, gamma_src, gamma_tgt, rows):
+    """u + 1 (c - u) is c: an unguided side skips its unconditional evaluation, and its
+    velocity is the conditional one that the guided formula gives at gamma 1."""
+    backend = backend_for(tiny_sd3_pipeline(), max_sequence_length=16)
+    settings = backend.settings(SRC, TGT, steps=10, n_max=7, gamma_src=gamma_src, gamma_tgt=gamma_tgt)
+    x = backend._to_model_space(backend.encode_images([image] * 2, (80, 96)))
+    z = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    with TransformerCalls(backend) as calls:
+        pair = backend.velocities([settings] * 2, (80, 96))[2](z, z + 1, 0.6)
+    assert [c["batch"] for c in calls] == [2 * rows]
+    guided = backend.velocities([settings.with_overrides(gamma_src=4.0, gamma_tgt=4.0)] * 2, (80, 96))
+    transformer = backend.pipe.transformer
+    for side, (v, gamma, prompt, latent) in enumerate([(guided[0], gamma_src, SRC, z),
+                                                        (guided[1], gamma_tgt, TGT, z + 1)]):
+        embeds, pooled = backend.prompt(prompt).embeds, backend.prompt(prompt).pooled
+        c = transformer(hidden_states=latent, encoder_hidden_states=embeds.expand(2, -1, -1),
+                        pooled_projections=pooled.expand(2, -1), timestep=torch.full((2,), 600.0),
+                        return_dict=False)[0]
+        expected = c if gamma == 1 else v(latent, 0.6)
+        torch.testing.assert_close(pair[side], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_schedules_are_the_families(backend):
     x = torch.zeros(1, 48, 64) if backend.family == "flux" else torch.zeros(1, 4, 8, 8)
     sigmas = backend.sigmas(28, x)

@@ -3,10 +3,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
 SLICE = ["strategy=centralised", "data.mask_source=truth,naive", "data.seed=0,1", "data.non_iid=0.8",
          "simulation.num_clients=2", "simulation.rounds=2", "segmentation.local_epochs=1",
          "data.images_per_client=8"]
@@ -45,3 +47,28 @@ def test_every_mask_source_has_its_place_in_the_figure():
     from simulations.study import SOURCE_COLOURS
 
     assert sorted(SOURCE_COLOURS) == sorted(MASK_SOURCES)
+
+
+def test_a_result_made_under_another_firewall_default_is_not_this_runs(tmp_path, monkeypatch):
+    """The resume check looks past the run config to the firewall settings the package
+    resolves: when a shipped default changes, the same command line is a new run."""
+    import dataclasses
+
+    from hydra import compose, initialize_config_dir
+
+    from deid_client.node_data import DataConfig
+    from simulations.run import already_done, run_config, run_identity
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="simulation")
+    settings = run_config(cfg, tmp_path)
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps({"final_dice": 0.5} | run_identity(settings, 2)))
+    assert already_done(result, run_identity(settings, 2))
+    assert not already_done(result, run_identity(settings | {"lr": 0.001}, 2))
+
+    shipped = DataConfig.surrogate_config
+    monkeypatch.setattr(DataConfig, "surrogate_config",
+                        lambda self: dataclasses.replace(shipped(self), theta=shipped(self).theta + 1))
+    assert run_identity(settings, 2)["run_config"] == json.loads(result.read_text())["run_config"]
+    assert not already_done(result, run_identity(settings, 2))

@@ -25,7 +25,7 @@ class SD3Backend(DiffusersBackend):
     Classifier-free guidance on both sides, ``v = u + gamma (c - u)`` with the
     empty prompt as ``u``; a step's four evaluations (u_src, c_src, u_tgt,
     c_tgt) go through the transformer as one call, at t on 0..1000: a batch of 4
-    per image.
+    per image. A side at guidance 1 for every image is ``c`` alone, one row.
     """
 
     family = "sd3"
@@ -52,9 +52,13 @@ class SD3Backend(DiffusersBackend):
         g_src = row_scales([s.gamma_src for s in settings])
         g_tgt = row_scales([s.gamma_tgt for s in settings])
         transformer = self.pipe.transformer
+        # At guidance 1, u + 1 (c - u) is c: a side guided at 1 for every image skips its
+        # unconditional rows (the phantom heal: half its evaluations).
+        src_rows = src if bool((g_src == 1).all()) else uncond + src
+        tgt_rows = tgt if bool((g_tgt == 1).all()) else uncond + tgt
         # The conditioning batches never change within an edit: build them once.
-        side_src, side_tgt = stack_prompts(uncond + src), stack_prompts(uncond + tgt)
-        both = stack_prompts(uncond + src + uncond + tgt)
+        side_src, side_tgt = stack_prompts(src_rows), stack_prompts(tgt_rows)
+        both = stack_prompts(src_rows + tgt_rows)
 
         def run(latents, conditioning, t):
             embeds, pooled = conditioning
@@ -63,17 +67,26 @@ class SD3Backend(DiffusersBackend):
             return transformer(hidden_states=latents, encoder_hidden_states=embeds,
                                pooled_projections=pooled, timestep=timestep, return_dict=False)[0]
 
+        def combine(rows, gamma):  # (u, c) -> guided velocity; (c,) -> c
+            if len(rows) == 1:
+                return rows[0]
+            u, c = rows
+            return u + gamma.to(u) * (c - u)
+
         def guided(conditioning, gamma):
+            parts = conditioning[0].shape[0] // len(settings)
+
             @torch.no_grad()
             def v(z, t):
-                u, c = run(torch.cat([z, z]), conditioning, t).chunk(2)
-                return u + gamma.to(u) * (c - u)
+                return combine(run(torch.cat([z] * parts), conditioning, t).chunk(parts), gamma)
             return v
+
+        n_src, n_tgt = len(src_rows) // len(settings), len(tgt_rows) // len(settings)
 
         @torch.no_grad()
         def v_pair(z_src, z_tgt, t):
-            u_s, c_s, u_t, c_t = run(torch.cat([z_src, z_src, z_tgt, z_tgt]), both, t).chunk(4)
-            return u_s + g_src.to(u_s) * (c_s - u_s), u_t + g_tgt.to(u_t) * (c_t - u_t)
+            out = run(torch.cat([z_src] * n_src + [z_tgt] * n_tgt), both, t).chunk(n_src + n_tgt)
+            return combine(out[:n_src], g_src), combine(out[n_src:], g_tgt)
 
         return guided(side_src, g_src), guided(side_tgt, g_tgt), v_pair
 
