@@ -8,7 +8,6 @@ all compose the same firewall. A site's own YAML file may override any of it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import importlib.resources
 import os
@@ -217,9 +216,9 @@ def _batch_size(value) -> int | None:
 
 
 def _typed(cls, node, name: str):
-    # "???" is OmegaConf's 'missing' marker: required keys must come from the config.
-    required = {f.name: "???" for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
-    schema = OmegaConf.structured(cls(**required))
+    # The schema comes from the class, not an instance: fields without a default are
+    # OmegaConf's 'missing' and must come from the config, and no placeholder is validated.
+    schema = OmegaConf.structured(cls)
     try:
         values = OmegaConf.to_container(OmegaConf.merge(schema, node), throw_on_missing=True)
     except Exception as exc:  # omegaconf raises its own validation errors
