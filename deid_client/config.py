@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .backends import EditSettings
 from .gate import GateConfig
@@ -108,10 +108,13 @@ def compose_surrogate(overrides: Sequence[str] | None = None,
     if levels[level] or site:
         # the level over the preset, the site over the level, the command line over both
         cfg = _override(OmegaConf.merge(cfg, levels[level], site), given)
-    extra = set(cfg) - {"model", "identity", "twin", "prompts", "gate", "theta", "min_size",
-                         "twin_from", "lesion", "min_change", "batch_size", "privacy", "privacy_levels"}
+    required = {"model", "identity", "twin", "prompts", "gate", "theta", "min_size", "twin_from",
+                "lesion", "min_change", "privacy"}
+    extra = set(cfg) - required - {"batch_size", "privacy_levels"}
     if extra:
         raise ValueError(f"config 'surrogate': unknown keys {sorted(extra)}")
+    if required - set(cfg):  # a '~key' override
+        raise ValueError(f"config 'surrogate': missing keys {sorted(required - set(cfg))}")
     return SurrogateConfig(_typed(ModelConfig, cfg.model, "model"),
                            _typed(EditSettings, cfg.identity, "identity"),
                            _typed(EditSettings, cfg.twin, "twin"),
@@ -160,7 +163,8 @@ def _override(cfg: DictConfig, overrides: list) -> DictConfig:
             parent, _, leaf = key.rpartition(".")
             node = OmegaConf.select(cfg, parent) if parent else cfg
             if isinstance(node, DictConfig):
-                node.pop(leaf, None)
+                with open_dict(node):  # compose's struct flag forbids deleting, as '~' asks
+                    node.pop(leaf, None)
         else:
             OmegaConf.update(cfg, key, override.value(), merge=False, force_add=True)
     return cfg

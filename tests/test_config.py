@@ -83,3 +83,14 @@ def test_an_edit_window_outside_its_schedule_is_a_config_error():
     with pytest.raises(ValueError, match="0 <= n_min <= n_max <= steps, not n_min=6, n_max=0"):
         compose_surrogate(["identity.n_max=0"])  # the default level samples the last 6 steps
     assert compose_surrogate(["identity.n_max=0", "identity.n_min=0"]).identity.n_max == 0
+
+
+def test_a_deleting_override_is_a_config_error_naming_the_key():
+    """Hydra's '~key' removes a setting; the firewall has no default for one, so it says
+    which (before, OmegaConf's struct flag raised its own traceback)."""
+    from deid_client.config import compose_surrogate
+
+    with pytest.raises(ValueError, match=r"config 'surrogate': missing keys \['theta'\]"):
+        compose_surrogate(["~theta"])
+    with pytest.raises(ValueError, match="config 'identity'.*steps"):
+        compose_surrogate(["~identity.steps"])

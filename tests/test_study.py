@@ -72,3 +72,23 @@ def test_a_result_made_under_another_firewall_default_is_not_this_runs(tmp_path,
                         lambda self: dataclasses.replace(shipped(self), theta=shipped(self).theta + 1))
     assert run_identity(settings, 2)["run_config"] == json.loads(result.read_text())["run_config"]
     assert not already_done(result, run_identity(settings, 2))
+
+
+def test_the_simulation_defaults_are_the_flower_apps_defaults(tmp_path):
+    """The Hydra configs (researchers) and ``[tool.flwr.app.config]`` (deployments) both set
+    the run's defaults: a value changed in one place only would make the main job and a
+    hospital deployment train differently."""
+    import tomllib
+
+    from hydra import compose, initialize_config_dir
+
+    from simulations.run import run_config
+
+    app = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        fedavg = run_config(compose(config_name="simulation"), tmp_path)
+        fedprox = run_config(compose(config_name="simulation", overrides=["strategy=fedprox"]), tmp_path)
+    shared = set(fedavg) - {"output-dir", "proximal-mu"}  # mu is FedProx's: fedavg's 0 is unused
+    assert shared <= set(app)
+    assert {k: fedavg[k] for k in shared} == {k: app[k] for k in shared}
+    assert fedprox["proximal-mu"] == app["proximal-mu"]

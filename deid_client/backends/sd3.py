@@ -73,20 +73,19 @@ class SD3Backend(DiffusersBackend):
             u, c = rows
             return u + gamma.to(u) * (c - u)
 
-        def guided(conditioning, gamma):
-            parts = conditioning[0].shape[0] // len(settings)
+        # Rows per image on each side: 2 (u, c) or 1 (c alone).
+        n_src, n_tgt = len(src_rows) // len(settings), len(tgt_rows) // len(settings)
 
+        def guided(conditioning, parts, gamma):
             @torch.no_grad()
             def v(z, t):
                 return combine(run(torch.cat([z] * parts), conditioning, t).chunk(parts), gamma)
             return v
-
-        n_src, n_tgt = len(src_rows) // len(settings), len(tgt_rows) // len(settings)
 
         @torch.no_grad()
         def v_pair(z_src, z_tgt, t):
             out = run(torch.cat([z_src] * n_src + [z_tgt] * n_tgt), both, t).chunk(n_src + n_tgt)
             return combine(out[:n_src], g_src), combine(out[n_src:], g_tgt)
 
-        return guided(side_src, g_src), guided(side_tgt, g_tgt), v_pair
+        return guided(side_src, n_src, g_src), guided(side_tgt, n_tgt, g_tgt), v_pair
 
