@@ -113,8 +113,9 @@ def compose_surrogate(overrides: Sequence[str] | None = None,
     extra = set(cfg) - required - {"batch_size", "privacy_levels"}
     if extra:
         raise ValueError(f"config 'surrogate': unknown keys {sorted(extra)}")
-    if required - set(cfg):  # a '~key' override
-        raise ValueError(f"config 'surrogate': missing keys {sorted(required - set(cfg))}")
+    missing = required - set(cfg)
+    if missing:  # a '~key' override
+        raise ValueError(f"config 'surrogate': missing keys {sorted(missing)}")
     return SurrogateConfig(_typed(ModelConfig, cfg.model, "model"),
                            _typed(EditSettings, cfg.identity, "identity"),
                            _typed(EditSettings, cfg.twin, "twin"),

@@ -7,6 +7,11 @@ Every cell of the sweep is one run (``result.json`` + ``history.json``); cells t
 differ only by seed are one row of the table, Dice mean ± std over the seeds. The
 figure shows Dice by round per mask source, one panel per (clients, non-IID). Written
 to ``docs/study.md``, ``docs/study.png`` and ``docs/study.json``.
+
+The report keeps the runs of the ``study.json`` it replaces that this sweep does not
+hold, so the grid can be run in slices, on several machines or sessions (the sweep
+folder is an output and may be gone). ``--fresh`` (or deleting ``study.json``) starts
+the report over.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-__all__ = ["collect", "summarise_cells", "write_report", "StudyReport"]
+__all__ = ["collect", "merge_runs", "summarise_cells", "write_report", "StudyReport"]
 
 GRID = ("mask_source", "clients", "non_iid", "strategy", "rounds")
 # Display order and colour, the upper bound first.
@@ -40,6 +45,23 @@ def collect(sweep_dir: str | Path) -> list[dict]:
         runs.append({**{k: summary[k] for k in (*GRID, "seed")},
                      "dice": [r.get("eval_dice") for r in rounds]})
     return runs
+
+
+def merge_runs(previous: list[dict], runs: list[dict]) -> list[dict]:
+    """``runs`` and those of ``previous`` that none of them redoes (same cell, same seed),
+    in a stable order: the grid's, then the seed.
+
+    >>> old = [{"mask_source": "truth", "clients": 2, "non_iid": 0.2, "strategy": "fedavg",
+    ...         "rounds": 5, "seed": s, "dice": [0.1]} for s in (0, 1)]
+    >>> new = [dict(old[1], dice=[0.2])]
+    >>> [r["dice"] for r in merge_runs(old, new)]
+    [[0.1], [0.2]]
+    """
+    def run_key(run: dict) -> tuple:
+        return *(run[k] for k in GRID), run["seed"]
+
+    merged = {run_key(r): r for r in previous} | {run_key(r): r for r in runs}
+    return [merged[k] for k in sorted(merged, key=lambda k: (_order(k[:-1]), k[-1]))]
 
 
 def summarise_cells(runs: list[dict]) -> list[dict]:
@@ -66,11 +88,14 @@ def _order(key: tuple) -> tuple:
     return rounds, clients, non_iid, strategy, list(SOURCE_COLOURS).index(source)
 
 
-def write_report(sweep_dir: str | Path, docs_dir: str | Path = DOCS) -> list[dict]:
-    """``study.md`` (the table), ``study.png`` (the curves) and ``study.json`` in ``docs_dir``."""
+def write_report(sweep_dir: str | Path, docs_dir: str | Path = DOCS, *, fresh: bool = False) -> list[dict]:
+    """``study.md`` (the table), ``study.png`` (the curves) and ``study.json`` in ``docs_dir``:
+    the runs under ``sweep_dir``, with the earlier report's other runs unless ``fresh``."""
     docs_dir = Path(docs_dir)
     docs_dir.mkdir(parents=True, exist_ok=True)
-    runs = collect(sweep_dir)
+    previous = docs_dir / "study.json"
+    earlier = [] if fresh or not previous.is_file() else json.loads(previous.read_text())["runs"]
+    runs = merge_runs(earlier, collect(sweep_dir))
     rows = summarise_cells(runs)
     (docs_dir / "study.json").write_text(json.dumps({"runs": runs, "cells": rows}, indent=1))
     _figure(rows, docs_dir / "study.png")
@@ -134,5 +159,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", nargs="?", default="outputs/study")
     parser.add_argument("--docs", default=str(DOCS))
+    parser.add_argument("--fresh", action="store_true", help="drop the earlier report's runs")
     args = parser.parse_args()
-    print(f"{len(write_report(args.sweep_dir, args.docs))} cells written to {args.docs}")
+    print(f"{len(write_report(args.sweep_dir, args.docs, fresh=args.fresh))} cells written to {args.docs}")

@@ -42,6 +42,34 @@ def test_a_study_slice_runs_resumes_and_reports(tmp_path):
     assert [p.stat().st_mtime_ns for p in results] == stamps
 
 
+def test_the_report_keeps_the_earlier_reports_other_runs(tmp_path):
+    """A grid run in slices: the new sweep's runs replace the same cell and seed of the
+    earlier ``study.json``, its other runs stay, and ``fresh`` drops them."""
+    from simulations.study import write_report
+
+    cell = {"mask_source": "truth", "clients": 2, "non_iid": 0.8, "strategy": "fedavg", "rounds": 2}
+    sweep = tmp_path / "sweep" / "run"
+    sweep.mkdir(parents=True)
+    (sweep / "result.json").write_text(json.dumps(cell | {"seed": 0}))
+    (sweep / "history.json").write_text(json.dumps({"rounds": [{"eval_dice": 0.3}, {"eval_dice": 0.5}]}))
+    earlier = [cell | {"seed": 0, "dice": [0.1, 0.2]}, cell | {"seed": 1, "dice": [0.2, 0.7]},
+               cell | {"clients": 4, "seed": 0, "dice": [0.0, 0.4]}]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "study.json").write_text(json.dumps({"runs": earlier, "cells": []}))
+
+    rows = write_report(tmp_path / "sweep", docs)
+    runs = json.loads((docs / "study.json").read_text())["runs"]
+    assert sorted((r["clients"], r["seed"], r["dice"][-1]) for r in runs) == [
+        (2, 0, 0.5), (2, 1, 0.7), (4, 0, 0.4)]
+    assert [(r["clients"], r["seeds"], r["final_dice_mean"]) for r in rows] == [
+        (2, [0, 1], pytest.approx(0.6)), (4, [0], pytest.approx(0.4))]
+
+    rows = write_report(tmp_path / "sweep", docs, fresh=True)
+    assert [(r["clients"], r["seeds"]) for r in rows] == [(2, [0])]
+    assert len(json.loads((docs / "study.json").read_text())["runs"]) == 1
+
+
 def test_every_mask_source_has_its_place_in_the_figure():
     from deid_client.node_data import MASK_SOURCES
     from simulations.study import SOURCE_COLOURS
