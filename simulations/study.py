@@ -17,6 +17,7 @@ the report over.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -123,23 +124,31 @@ def _figure(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    panels = sorted({(r["rounds"], r["clients"], r["non_iid"]) for r in rows})
-    if not panels:
+    # One row per (rounds, clients), one column per non-IID level.
+    rows_of = sorted({(r["rounds"], r["clients"]) for r in rows})
+    columns = sorted({r["non_iid"] for r in rows})
+    if not rows_of:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(len(rows_of), len(columns), figsize=(4.2 * len(columns), 3.2 * len(rows_of)),
+                             squeeze=False, sharey=True)
     styles = {"fedavg": "-", "fedprox": "--", "centralised": ":"}
-    for ax, (rounds, clients, non_iid) in zip(axes[0], panels):
+    legend = {}
+    for (i, (rounds, clients)), (j, non_iid) in itertools.product(enumerate(rows_of), enumerate(columns)):
+        ax = axes[i][j]
         for r in (r for r in rows if (r["rounds"], r["clients"], r["non_iid"]) == (rounds, clients, non_iid)):
-            ax.plot(range(1, len(r["curve"]) + 1), r["curve"], styles.get(r["strategy"], "-."),
-                    color=SOURCE_COLOURS[r["mask_source"]], marker="o", markersize=3,
-                    label=f"{r['mask_source']}, {r['strategy']}")
-        ax.set(title=f"{clients} clients, non-IID {non_iid}, {rounds} rounds", xlabel="round", ylim=(0, 1))
+            label = f"{r['mask_source']}, {r['strategy']}"
+            legend[label], = ax.plot(range(1, len(r["curve"]) + 1), r["curve"],
+                                     styles.get(r["strategy"], "-."), color=SOURCE_COLOURS[r["mask_source"]],
+                                     marker="o", markersize=3, label=label)
+        ax.set(title=f"{clients} clients, non-IID {non_iid}, {rounds} rounds", ylim=(0, 1))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("held-out Dice (mean over seeds)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+        if i == len(rows_of) - 1:
+            ax.set_xlabel("round")
+        if j == 0:
+            ax.set_ylabel("held-out Dice\n(mean over seeds)")
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(len(legend), 4), fontsize=8)
+    fig.tight_layout(rect=(0, 0.12 / len(rows_of) + 0.04, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
