@@ -98,7 +98,7 @@ def write_report(sweep_dir: str | Path, docs_dir: str | Path = DOCS, *, fresh: b
     earlier = [] if fresh or not previous.is_file() else json.loads(previous.read_text())["runs"]
     runs = merge_runs(earlier, collect(sweep_dir))
     rows = summarise_cells(runs)
-    (docs_dir / "study.json").write_text(json.dumps({"runs": runs, "cells": rows}, indent=1))
+    previous.write_text(json.dumps({"runs": runs, "cells": rows}, indent=1))
     _figure(rows, docs_dir / "study.png")
     lines = ["| rounds | clients | non-IID | strategy | mask source | final Dice (mean ± std) | seeds |",
              "|---|---|---|---|---|---|---|"]
@@ -156,11 +156,12 @@ def _figure(rows: list[dict], path: Path) -> None:
 class StudyReport(Callback):
     """Hydra callback (``conf/study.yaml``): the report, into ``docs_dir``, after the sweep."""
 
-    def __init__(self, docs_dir: str = str(DOCS)):
+    def __init__(self, docs_dir: str = str(DOCS), fresh: bool = False):
         self.docs_dir = Path(docs_dir)
+        self.fresh = fresh
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        rows = write_report(config.hydra.sweep.dir, self.docs_dir)
+        rows = write_report(config.hydra.sweep.dir, self.docs_dir, fresh=self.fresh)
         print(f"study: {len(rows)} cells -> {self.docs_dir / 'study.md'}, study.png, study.json")
 
 

@@ -69,6 +69,18 @@ def test_the_report_keeps_the_earlier_reports_other_runs(tmp_path):
     assert [(r["clients"], r["seeds"]) for r in rows] == [(2, [0])]
     assert len(json.loads((docs / "study.json").read_text())["runs"]) == 1
 
+    # The sweep's callback takes the same choice from conf/study.yaml.
+    from omegaconf import OmegaConf
+
+    from simulations.study import StudyReport
+
+    sweep_end = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
+    for fresh, kept in ((False, 3), (True, 1)):
+        (docs / "study.json").write_text(json.dumps({"runs": earlier, "cells": []}))
+        StudyReport(str(docs), fresh=fresh).on_multirun_end(sweep_end)
+        runs = json.loads((docs / "study.json").read_text())["runs"]
+        assert len(runs) == kept
+
 
 def test_every_mask_source_has_its_place_in_the_figure():
     from deid_client.node_data import MASK_SOURCES
