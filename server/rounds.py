@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 
+from flwr.serverapp.strategy import Result
+
 __all__ = ["RoundKeeper", "RunFailed", "content_digest"]
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,9 @@ class RoundKeeper:
 
     min_replies: int = 1
     max_failed_rounds: int = 2
+    # Flower hands its Result over only when the run ends; this one grows round by round, so
+    # the history is written with each checkpoint and a killed run resumes with its rounds.
+    progress: Result
     failed_rounds: list[dict]
     eval_errors: dict[int, list[str]]  # round -> each node's one-line evaluation error
 
@@ -56,7 +61,10 @@ class RoundKeeper:
             log.error("round %d failed: %d of %d needed replies; the global model is kept. %s",
                       server_round, len(good), self.min_replies, "; ".join(errors))
             return None, None
-        return super().aggregate_train(server_round, sorted(good, key=content_digest))
+        arrays, metrics = super().aggregate_train(server_round, sorted(good, key=content_digest))
+        if metrics is not None:
+            self.progress.train_metrics_clientapp[server_round] = metrics
+        return arrays, metrics
 
     def aggregate_evaluate(self, server_round, replies):
         replies = list(replies)
@@ -71,7 +79,10 @@ class RoundKeeper:
                   and float(next(iter(r.content.metric_records.values()))["num-examples"]) > 0]
         if not scored:
             return None
-        return super().aggregate_evaluate(server_round, sorted(scored, key=content_digest))
+        metrics = super().aggregate_evaluate(server_round, sorted(scored, key=content_digest))
+        if metrics is not None:
+            self.progress.evaluate_metrics_clientapp[server_round] = metrics
+        return metrics
 
 
 def content_digest(reply) -> str:

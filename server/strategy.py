@@ -6,6 +6,7 @@ from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
     FedAvg,
     FedProx,
+    Result,
     Strategy,
 )
 
@@ -60,5 +61,5 @@ def make_strategy(
     strategy.model_shapes = model_shapes
     strategy.violations = []
     strategy.min_replies, strategy.max_failed_rounds = min_nodes, max_failed_rounds
-    strategy.failed_rounds, strategy.eval_errors = [], {}
+    strategy.failed_rounds, strategy.eval_errors, strategy.progress = [], {}, Result()
     return strategy

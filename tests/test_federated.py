@@ -126,11 +126,20 @@ def test_aggregation_does_not_depend_on_reply_order(model_state):
             1, [replies[i] for i in order])
         results.append(({k: v.numpy().tobytes() for k, v in arrays.items()}, dict(metrics)))
     assert results[0] == results[1] == results[2]
+    # Each round's aggregate is kept as it finishes: the ServerApp writes the history with
+    # every checkpoint from it, so a run killed after round 1 resumes with round 1's entry.
+    strategy = make_strategy("fedavg", model_shapes=shapes, min_nodes=1)
+    _, metrics = strategy.aggregate_train(1, replies)
+    assert strategy.progress.train_metrics_clientapp == {1: metrics}
+    assert strategy.progress.evaluate_metrics_clientapp == {}
+    assert strategy.aggregate_train(2, []) == (None, None)  # a failed round adds nothing
+    assert list(strategy.progress.train_metrics_clientapp) == [1]
     evals = [reply(RecordDict({"metrics": MetricRecord({"eval_dice": 0.1 + 0.37 * n,
                                                         "num-examples": 1 + n})}), node=n)
              for n in range(5)]
     strategy = make_strategy("fedavg", model_shapes=shapes, min_nodes=1)
     assert len({repr(dict(strategy.aggregate_evaluate(1, evals[::step]))) for step in (1, -1)}) == 1
+    assert list(strategy.progress.evaluate_metrics_clientapp) == [1]
 
 
 def test_strategy_choices(model_state):
