@@ -94,11 +94,11 @@ def write_report(sweep_dir: str | Path, docs_dir: str | Path = DOCS, *, fresh: b
     the runs under ``sweep_dir``, with the earlier report's other runs unless ``fresh``."""
     docs_dir = Path(docs_dir)
     docs_dir.mkdir(parents=True, exist_ok=True)
-    previous = docs_dir / "study.json"
-    earlier = [] if fresh or not previous.is_file() else json.loads(previous.read_text())["runs"]
+    report_json = docs_dir / "study.json"
+    earlier = [] if fresh or not report_json.is_file() else json.loads(report_json.read_text())["runs"]
     runs = merge_runs(earlier, collect(sweep_dir))
     rows = summarise_cells(runs)
-    previous.write_text(json.dumps({"runs": runs, "cells": rows}, indent=1))
+    report_json.write_text(json.dumps({"runs": runs, "cells": rows}, indent=1))
     _figure(rows, docs_dir / "study.png")
     lines = ["| rounds | clients | non-IID | strategy | mask source | final Dice (mean ± std) | seeds |",
              "|---|---|---|---|---|---|---|"]
