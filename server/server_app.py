@@ -7,7 +7,6 @@ import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import Result
 
 from deid_client.segmentation import build_unet
 
@@ -44,12 +43,13 @@ def main(grid: Grid, context: Context) -> None:
     ends: dict[int, float] = {}
     latest = {"arrays": ArrayRecord(state)}  # a failed round leaves the last good model here
 
-    def record(result: Result) -> list[dict]:
+    def record() -> list[dict]:
+        # the strategy's own Result, kept round by round: Flower's equals it once the run ends
         seconds = {r: ends[r] - ends[r - 1] for r in ends if r - 1 in ends}
         if strategy.stopped:  # the rounds after the stop sent nothing: they are not in the history
             seconds = {r: s for r, s in seconds.items() if r <= strategy.failed_rounds[-1]["round"]}
         return recorder.write_history(
-            result, done, {"privacy_violations": strategy.violations,
+            strategy.progress, done, {"privacy_violations": strategy.violations,
                            "replies_screened": strategy.screened},
             round_seconds=seconds,
             failed=[f | {"round": done + f["round"]} for f in strategy.failed_rounds],
@@ -60,17 +60,17 @@ def main(grid: Grid, context: Context) -> None:
         latest["arrays"] = arrays
         if server_round == 0:  # Flower's look at the initial model: no round has finished
             return
-        record(strategy.progress)  # before the checkpoint: a resume never lacks a round's entry
+        record()  # before the checkpoint: a resume never lacks a round's entry
         if not strategy.stopped:
             recorder.save_checkpoint(done + server_round, arrays)
 
-    result = strategy.start(
+    strategy.start(
         grid=grid, initial_arrays=ArrayRecord(state), num_rounds=total_rounds - done,
         # the client places each round in the whole run (a resumed run continues its lr schedule)
         train_config=ConfigRecord({"lr": float(cfg["lr"]), "rounds-done": done,
                                    "num-server-rounds": total_rounds}),
         evaluate_fn=checkpoint)
-    rounds = record(result)
+    rounds = record()
     recorder.save_final(latest["arrays"])
     for entry in rounds:
         if entry.get("status") == "failed":
