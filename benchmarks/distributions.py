@@ -7,7 +7,7 @@ For every phantom patient the firewall (``deid_client/conf/surrogate.yaml``, the
 model) makes a synthetic healthy version of the original (the twin edit on the
 patient's photo) and a surrogate with its healthy twin. Two pairs are compared, as in
 the paper, by the Bhattacharyya coefficient of their normalised a* histograms and
-the two-sample KS statistic of their a* values (``deid_client.evaluation``):
+the two-sample KS statistic of their a* values (``research.evaluation``):
 
 - ``original_vs_synthetic_healthy``: the patient's photo and its synthetic healthy version;
 - ``surrogate_vs_twin``: the synthetic pathological twin (surrogate) and its healthy twin;
@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from deid_client.config import compose_surrogate
-from deid_client.evaluation import distribution_report
+from deid_client.firewall.config import compose_firewall
+from research.evaluation import distribution_report
 from deid_client.figures import histogram_figure, save_figure
-from deid_client.masks import a_star
+from deid_client.firewall.masks import a_star
 from deid_client.phantom import make_phantom
 from deid_client.phantom_flow.prompts import attributes_of
-from deid_client.surrogates import heal_settings, make_surrogates
+from deid_client.firewall import Firewall
 
 #: The paper's figures (BC, KS) for its two pairs.
 PAPER = {"original_vs_synthetic_healthy": (0.959, 0.130), "surrogate_vs_twin": (0.977, 0.103)}
@@ -43,20 +43,16 @@ SEED = 3100  # other patients than the benchmarks' and the sweep's
 
 def measure(n_patients: int, overrides: list[str], size: int = 64) -> tuple[dict, dict]:
     """(the table as a dict, the pooled a* of every image kind) over ``n_patients``."""
-    cfg = compose_surrogate(overrides)
-    backend = cfg.model.load()
+    cfg = compose_firewall(overrides)
+    firewall = Firewall(cfg, cfg.model.load())
     phantoms = [make_phantom(SEED + i, size) for i in range(n_patients)]
     rng = np.random.default_rng(SEED)
-    edits = [cfg.identity.with_overrides(
-        source_prompt=cfg.prompts.describe(attributes_of(p.identity)),
-        target_prompt=cfg.prompts.draw_targets(attributes_of(p.identity), 1, rng,
-                                               min_change=cfg.min_change)[0]) for p in phantoms]
-    surrogates = make_surrogates(backend, [p.image for p in phantoms], edits, cfg.twin,
-                                 prompts=cfg.prompts, theta=cfg.theta, twin_from=cfg.twin_from,
-                                 lesion=cfg.lesion, batch_size=cfg.batch_size, progress=True)
-    healed = [backend.edit(p.image, heal_settings(e, cfg.twin, cfg.prompts)) for p, e in zip(phantoms, edits)]
+    known = [attributes_of(p.identity) for p in phantoms]
+    targets = [cfg.prompts.draw_targets(a, 1, rng, min_change=cfg.min_change)[0] for a in known]
+    surrogates = firewall.synthesise([p.image for p in phantoms], targets, known, progress=True)
+    healed = firewall.heal([p.image for p in phantoms], known)
     pairs = {"original_vs_synthetic_healthy": [(p.image, h) for p, h in zip(phantoms, healed)],
-             "surrogate_vs_twin": [(s.image, s.healthy) for s in surrogates],
+             "surrogate_vs_twin": [(s.surrogate, s.twin) for s in surrogates],
              "original_vs_exact_healthy": [(p.image, p.healthy) for p in phantoms]}
     table = {"patients": n_patients, "size": size, "overrides": overrides}
     for region in ("image", "face"):  # the face: the patient's face outline (surrogates keep it)
@@ -69,8 +65,8 @@ def measure(n_patients: int, overrides: list[str], size: int = 64) -> tuple[dict
                 table[f"{name}_{region}_{metric}_std"] = float(values.std())
     pooled = {"original": [p.image for p in phantoms],
               "synthetic healthy (of the original)": healed,
-              "surrogate": [s.image for s in surrogates],
-              "surrogate's healthy twin": [s.healthy for s in surrogates],
+              "surrogate": [s.surrogate for s in surrogates],
+              "surrogate's healthy twin": [s.twin for s in surrogates],
               "exact healthy twin": [p.healthy for p in phantoms]}
     # inside the face, where the lesion is: over whole images the curves lie on each other
     return table, {k: np.concatenate([a_star(im)[p.face] for im, p in zip(v, phantoms)])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deid_client.node_data import DataConfig, load_node_data
+from deid_client.task.data import DataConfig, load_node_data
 from simulations.engine import run_simulation
 
 PLAIN_APP = Path(__file__).resolve().parent / "plain_app"

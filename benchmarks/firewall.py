@@ -9,9 +9,9 @@
 Both sides make surrogates, twins and masks of the same phantom photos (the main job's
 first hospital) with the settings of ``deid_client/conf/surrogate.yaml``:
 
-- ``single``: ``make_surrogate`` one photo at a time, the loop the firewall ran before it
+- ``single``: ``Firewall.synthesise`` one photo a call, the loop the firewall ran before it
   was batched;
-- ``batched``: ``make_surrogates`` with the configured ``batch_size`` (``--batch-size``
+- ``batched``: ``Firewall.synthesise`` with the configured ``batch_size`` (``--batch-size``
   overrides it).
 
 ``--baseline KEY=VALUE`` adds a third side, ``single_baseline``: the one-photo loop with
@@ -42,9 +42,9 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from deid_client.config import compose_surrogate
-from deid_client.node_data import DataConfig, _phantom_samples, load_node_data
-from deid_client.surrogates import make_surrogate, make_surrogates, photos_per_call
+from deid_client.firewall.config import compose_firewall
+from deid_client.task.data import DataConfig, phantom_partition, load_node_data
+from deid_client.firewall import Firewall
 
 
 def _log(message: str) -> None:
@@ -116,33 +116,26 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="deid_client/conf/surrogate.yaml overrides")
     args = parser.parse_args()
 
-    cfg = compose_surrogate(args.overrides)
-    backend = cfg.model.load()
+    cfg = compose_firewall(args.overrides)
+    firewall = Firewall(cfg, cfg.model.load())
+    backend = firewall.backend
     data = main_job_data(mask_source="surrogate")
-    samples = _phantom_samples(data)[:args.photos]
+    samples = phantom_partition(data)[:args.photos]
     rng = np.random.default_rng(0)
     photos = [s.image for s in samples]
-    edits = [cfg.identity.with_overrides(source_prompt=cfg.prompts.describe(s.attributes),
-                                         target_prompt=cfg.prompts.draw_targets(
-                                             s.attributes, 1, rng, min_change=cfg.min_change)[0])
-             for s in samples]
-    common = dict(prompts=cfg.prompts, theta=cfg.theta, min_size=cfg.min_size, twin_from=cfg.twin_from,
-                  lesion=cfg.lesion)
-    batch_size = args.batch_size or cfg.batch_size or photos_per_call(backend, photos[0], edits[0],
-                                                                      cfg.twin_from, cfg.lesion)
-    make_surrogates(backend, photos[:2], edits[:2], cfg.twin, batch_size=2, **common)  # warm-up
+    known = [s.attributes for s in samples]
+    targets = [cfg.prompts.draw_targets(a, 1, rng, min_change=cfg.min_change)[0] for a in known]
+    batch_size = args.batch_size or firewall.photos_per_call()
+    firewall.synthesise(photos[:2], targets[:2], known[:2], batch_size=2)  # warm-up
 
-    def one_by_one(cfg, edits):
-        return lambda: [make_surrogate(backend, im, e, cfg.twin, **common) for im, e in zip(photos, edits)]
+    def one_by_one(firewall):
+        return lambda: firewall.synthesise(photos, targets, known, batch_size=1)
 
-    runs = {"single": one_by_one(cfg, edits),
-            "batched": lambda: make_surrogates(backend, photos, edits, cfg.twin,
-                                               batch_size=batch_size, **common)}
-    if args.baseline:  # the same photos and targets, other settings
-        base = compose_surrogate([*args.overrides, *args.baseline])
-        base_edits = [e.with_overrides(**{k: v for k, v in vars(base.identity).items()
-                                          if "prompt" not in k}) for e in edits]
-        runs["single_baseline"] = one_by_one(base, base_edits)
+    runs = {"single": one_by_one(firewall),
+            "batched": lambda: firewall.synthesise(photos, targets, known, batch_size=batch_size)}
+    if args.baseline:  # the same photos and targets, other settings, the same model
+        runs["single_baseline"] = one_by_one(Firewall(compose_firewall([*args.overrides, *args.baseline]),
+                                                      backend))
     best = {side: (float("inf"), {}) for side in runs}
     outputs = {}
     for turn in range(args.repeats):
@@ -151,7 +144,7 @@ def main() -> None:
             seconds, probe, outputs[side] = timed(side, backend, run)
             if seconds < best[side][0]:
                 best[side] = (seconds, probe)
-    difference = max(int(np.abs(a.image.astype(int) - b.image).max()) for a, b in
+    difference = max(int(np.abs(a.surrogate.astype(int) - b.surrogate).max()) for a, b in
                      zip(outputs["single"], outputs["batched"]))
     single, batched = best["single"][0], best["batched"][0]
     result = {

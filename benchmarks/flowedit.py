@@ -35,9 +35,10 @@ import time
 import numpy as np
 import torch
 
-from deid_client.backends import backend_for
+from deid_client.editing.backends import backend_for
+from deid_client.firewall.config import published_edit
 from deid_client.phantom import make_phantom
-from deid_client.phantom_flow.prompts import healthy_prompt
+from deid_client.phantom_flow.prompts import TEMPLATE
 
 SRC, TGT = "a photo of a woman, with facial erythema", "a photo of a man, with facial erythema"
 
@@ -83,8 +84,8 @@ def full_pipeline(family: str, dtype: torch.dtype, device: str | torch.device):
 
 def random_prompts(backend, texts, device, dtype):
     """Fill the prompt cache with random embeddings shaped like the real encoders' output."""
-    from deid_client.backends.flux import _Prompt as FluxPrompt
-    from deid_client.backends.sd3 import _Prompt as SD3Prompt
+    from deid_client.editing.backends.flux import _Prompt as FluxPrompt
+    from deid_client.editing.backends.sd3 import _Prompt as SD3Prompt
 
     g = torch.Generator().manual_seed(0)
     for text in texts:
@@ -203,17 +204,22 @@ def timed(run, device, repeats: int) -> float:
 
 def firewall(backend, image, settings, twin_n_max: int, device, repeats: int) -> dict:
     """The whole firewall for one photo (identity edit, heal, identity edit of the healed
-    photo in the same call, mask; ``twin_from=patient``) and its peak memory. The heal uses
-    the identity edit's schedule over its last ``twin_n_max`` steps (the phantom model heals
-    over its last 2 of 28; SD3 / FLUX twin settings are not tuned yet: no real weights here)."""
-    from deid_client.config import compose_surrogate
-    from deid_client.surrogates import make_surrogate
+    photo in the same call, mask, the identity gate on the CPU; ``privacy=low``:
+    ``twin_from=patient``, the lesion edited) and its peak memory. The heal uses the identity
+    edit's schedule over its last ``twin_n_max`` steps (the phantom model heals over its last
+    2 of 28; SD3 / FLUX twin settings are not tuned yet: no real weights here)."""
+    from dataclasses import replace
 
-    twin = settings.with_overrides(n_max=twin_n_max)
-    prompts = compose_surrogate().prompts  # SRC says the phantom phrase the heal swaps
+    from deid_client.firewall import Firewall, compose_firewall
+
+    cfg = compose_firewall(["privacy=low", "theta=5.0"])
+    cfg = replace(cfg, identity=settings, twin=settings.with_overrides(n_max=twin_n_max),
+                  prompts=replace(cfg.prompts, patient=SRC.replace(cfg.prompts.condition, "{condition}")))
+    fw = Firewall(cfg, backend)
 
     def run():
-        return make_surrogate(backend, image, settings, twin, prompts=prompts, theta=5.0)
+        (result,) = fw.synthesise([image], [TGT])  # SRC -> TGT: the prompts encoded beforehand
+        return fw.judge(image, result)
 
     _reset_peak(device)
     seconds = timed(run, device, repeats)
@@ -305,14 +311,14 @@ def main() -> None:
     results = {}
     for family in (("sd3", "flux") if args.family == "both" else (args.family,)):
         if args.arch == "tiny":
-            from deid_client.testing import tiny_flux_pipeline, tiny_sd3_pipeline
+            from research.tiny_pipelines import tiny_flux_pipeline, tiny_sd3_pipeline
 
             pipe = (tiny_sd3_pipeline if family == "sd3" else tiny_flux_pipeline)()
             backend = backend_for(pipe, device=device, dtype=dtype, max_sequence_length=32)
         else:
             backend = backend_for(full_pipeline(family, dtype, device), device=device, dtype=dtype)
-            random_prompts(backend, (SRC, TGT, healthy_prompt(SRC)), device, dtype)
-        settings = backend.settings(SRC, TGT, max_side=max(width, height))
+            random_prompts(backend, (SRC, TGT, TEMPLATE.healthy_prompt(SRC)), device, dtype)
+        settings = published_edit(backend.family, SRC, TGT, max_side=max(width, height))
         _reset_peak(device)
         ours = measure(backend, image, settings, args.repeats, True, device)
         peak = _peak_memory_gb(device)

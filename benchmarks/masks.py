@@ -21,7 +21,7 @@ import time
 import numpy as np
 from skimage import color
 
-from deid_client.masks import calibrate_threshold, erythema_map, threshold_mask
+from deid_client.firewall.masks import calibrate_threshold, erythema_map, threshold_mask
 from deid_client.metrics import iou
 from deid_client.phantom import make_phantom
 

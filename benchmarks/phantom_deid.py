@@ -5,7 +5,7 @@
     python benchmarks/phantom_deid.py --pictures out/ # also a grid: source, surrogates, twin, masks
 
 Held-out patients (never seen by the phantom model) are photographed in
-several sessions. Four attackers (``deid_client.reid``) learn them from
+several sessions. Four attackers (``research.reid``) learn them from
 ``--train-sessions`` sessions each: ``cnn`` (a CNN that names them), ``aware`` (the
 same CNN trained by an attacker who knows the defence recolours: grayscale photos, each
 session also taken with the patient's colours drawn anew), ``dlib`` (dlib's face
@@ -16,7 +16,7 @@ for each configuration). ``reid_original_<attacker>`` is each one's top-1 rate o
 sessions: an attacker that cannot recognise originals proves nothing. One held-out
 photo per patient is the source: each of ``--identities`` target prompts (alternating
 sex class, ``min_change`` or more steps from the patient) gives one surrogate and its
-healthy twin (``deid_client.surrogates``), with the settings in ``deid_client/conf/surrogate.yaml``.
+healthy twin (``deid_client.firewall.pipeline``), with the settings in ``deid_client/conf/surrogate.yaml``.
 ``reid_surrogate_<attacker>`` is the share of surrogates it still attributes to their
 patient (chance: 1 / patients), ``reid_twin_<attacker>`` the same for their healthy
 twins (released with them); ``reid_surrogate`` and ``reid_twin`` are the worst
@@ -26,7 +26,7 @@ IoU compares each surrogate's mask with the source's ground-truth mask.
 itself: the mask error that is not due to the identity change (with
 ``twin_from=patient``, the default, this is the heal the twins are made from).
 The baseline, timed in the same run, is the twin edit alone.
-The identity gate (``deid_client.gate``, ``cfg.gate``) judges every surrogate once (the
+The identity gate (``deid_client.firewall.gate``, ``cfg.gate``) judges every surrogate once (the
 firewall would retry): ``gate_released`` is the share it passes, ``gated_reid_*`` each
 attacker's rate among those, ``gated_lesion_iou_mean`` their lesion IoU.
 """
@@ -43,16 +43,15 @@ from pathlib import Path
 
 import numpy as np
 
-from deid_client.config import compose_surrogate
+from deid_client.firewall.config import compose_firewall
 from deid_client.figures import comparison_overlay, image_grid, mask_overlay, save_figure, tradeoff_figure
-from deid_client.images import write_image
-from deid_client.masks import calibrate_threshold, differential_mask, erythema_map
+from deid_client.io.images import write_image
+from deid_client.firewall.masks import calibrate_threshold, differential_mask, erythema_map
 from deid_client.metrics import iou
-from deid_client.phantom_flow.prompts import attributes_of, prompt_for
-from deid_client.reid import (ATTACKERS, AwareAttacker, CnnAttacker, DlibAttacker, MimicAttacker,
+from deid_client.phantom_flow.prompts import attributes_of
+from research.reid import (ATTACKERS, AwareAttacker, CnnAttacker, DlibAttacker, MimicAttacker,
                               photo_sessions)
-from deid_client.gate import judge
-from deid_client.surrogates import heal_settings, make_surrogates
+from deid_client.firewall import Firewall
 
 BENCH_SEED = 2026  # patients for the figures
 SWEEP_SEED = 4242  # other patients for choosing settings, so the figures are not tuned on
@@ -119,24 +118,22 @@ def held_out(cohort: Patients) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(photos), np.repeat(np.arange(len(cohort.people)), len(photos) // len(cohort.people))
 
 
-def mimic_attacker(cfg, backend, cohort: Patients) -> tuple[MimicAttacker, float]:
+def mimic_attacker(firewall: Firewall, cohort: Patients) -> tuple[MimicAttacker, float]:
     """The attacker who runs this firewall (``cfg``) on each patient's training photos, one
     surrogate and its twin per photo with targets drawn as for the benchmark's own, and
     learns from them with the photos; and its rate on the held-out originals."""
+    cfg = firewall.cfg
     rng = np.random.default_rng([cohort.seed, 0x313])
-    photos, edits, labels = [], [], []
+    photos, targets, known, labels = [], [], [], []
     for patient, (person, photographed) in enumerate(zip(cohort.people, cohort.sessions, strict=True)):
         mine = photographed[:cohort.train_sessions]
-        targets = cfg.prompts.draw_targets(attributes_of(person), len(mine), rng, min_change=cfg.min_change)
+        targets += cfg.prompts.draw_targets(attributes_of(person), len(mine), rng, min_change=cfg.min_change)
         photos += [p.image for p in mine]
-        edits += [cfg.identity.with_overrides(source_prompt=prompt_for(person), target_prompt=t)
-                  for t in targets]
+        known += [attributes_of(person)] * len(mine)
         labels += [patient] * len(mine)
-    made = make_surrogates(backend, photos, edits, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
-                           min_size=cfg.min_size, twin_from=cfg.twin_from, lesion=cfg.lesion,
-                           batch_size=cfg.batch_size)
+    made = firewall.synthesise(photos, targets, known)
     mimic = MimicAttacker(np.stack(photos), np.array(labels),
-                          np.stack([r.image for r in made] + [r.healthy for r in made]),
+                          np.stack([r.surrogate for r in made] + [r.twin for r in made]),
                           np.array(labels * 2), epochs=60, seed=cohort.seed)
     originals, truth = held_out(cohort)
     return mimic, float((mimic.identify(originals) == truth).mean())
@@ -161,8 +158,8 @@ def patients(n_patients: int, train_sessions: int, seed: int) -> Patients:
 def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
              pictures: Path | None = None) -> dict:
     """Every figure for one configuration (see the module docstring)."""
-    cfg = compose_surrogate(overrides)
-    backend = cfg.model.load()
+    cfg = compose_firewall(overrides)
+    firewall = Firewall(cfg, cfg.model.load())
     sessions, people, train_sessions = cohort.sessions, cohort.people, cohort.train_sessions
     n_patients, seed = len(people), cohort.seed
     rng = np.random.default_rng([seed, 0xDE1D])
@@ -171,30 +168,23 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
     diffs, truths = [], []  # for the threshold these surrogates would have wanted
     for patient, (person, photos) in enumerate(zip(people, sessions, strict=True)):
         source = photos[train_sessions]
-        source_prompt = prompt_for(person)
-        targets = cfg.prompts.draw_targets(attributes_of(person), n_identities, rng,
-                                           min_change=cfg.min_change)
+        known = attributes_of(person)
+        targets = cfg.prompts.draw_targets(known, n_identities, rng, min_change=cfg.min_change)
         started = time.perf_counter()
-        twin = backend.edit(source.image, heal_settings(cfg.identity.with_overrides(
-            source_prompt=source_prompt), cfg.twin, cfg.prompts))
+        (twin,) = firewall.heal([source.image], [known])
         twin_seconds += time.perf_counter() - started
         twin_only.append(iou(differential_mask(source.image, twin, cfg.theta, min_size=cfg.min_size),
                              source.mask))
-        settings = [cfg.identity.with_overrides(source_prompt=source_prompt, target_prompt=target)
-                    for target in targets]
         started = time.perf_counter()
-        surrogates = make_surrogates(backend, [source.image] * len(targets), settings, cfg.twin,
-                                     prompts=cfg.prompts, theta=cfg.theta, min_size=cfg.min_size,
-                                     twin_from=cfg.twin_from, lesion=cfg.lesion, batch_size=cfg.batch_size)
+        surrogates = firewall.synthesise([source.image] * len(targets), targets, [known] * len(targets))
         edit_seconds += time.perf_counter() - started
         for slot, (target, result) in enumerate(zip(targets, surrogates)):
             ious.append(iou(result.mask, source.mask))
-            diffs.append(erythema_map(result.image, result.healthy))
+            diffs.append(erythema_map(result.surrogate, result.twin))
             truths.append(source.mask)
             rows.append((patient, slot, target, ious[-1]))
         released += surrogates
-        verdicts += [judge(source.image, r.image, r.healthy, cfg.gate, resolution=cfg.identity.max_side)
-                     for r in surrogates]
+        verdicts += [firewall.judge(source.image, r) for r in surrogates]
         if pictures is not None and patient < 8:
             tiles += _picture_row(source, twin, surrogates)
         _log(f"  patient {patient + 1}/{n_patients}: IoU "
@@ -204,7 +194,7 @@ def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
         write_image(pictures / "surrogates.png", image_grid(tiles, ncols=len(tiles) // min(8, n_patients)))
     patient_of = np.repeat(np.arange(n_patients), n_identities)
     started = time.perf_counter()
-    mimic, mimic_original = mimic_attacker(cfg, backend, cohort)
+    mimic, mimic_original = mimic_attacker(firewall, cohort)
     mimic_seconds = time.perf_counter() - started
     attackers, originals = [*cohort.attackers, mimic], {**cohort.reid_original, mimic.name: mimic_original}
     attacks = attack(attackers, originals, released, patient_of)
@@ -256,8 +246,8 @@ def attack(attackers: list, originals: dict, released: list, patient_of: np.ndar
     ``reid_surrogate`` and ``reid_twin`` are the highest over attackers."""
     out = {}
     for attacker in attackers:
-        for kind, images in (("surrogate", [r.image for r in released]),
-                             ("twin", [r.healthy for r in released])):
+        for kind, images in (("surrogate", [r.surrogate for r in released]),
+                             ("twin", [r.twin for r in released])):
             out[f"reid_{kind}_{attacker.name}"] = float(
                 (attacker.identify(np.stack(images)) == patient_of).mean())
         out[f"reid_original_{attacker.name}"] = originals[attacker.name]
@@ -277,7 +267,7 @@ def _picture_row(source, twin, surrogates) -> list[np.ndarray]:
     (green: missed, magenta: extra, white: agreement). Doubled in size to be seen."""
     row = [source.image, mask_overlay(source.image, source.mask), twin]
     for r in surrogates:
-        row += [r.image, r.healthy, comparison_overlay(source.mask, r.mask, r.image)]
+        row += [r.surrogate, r.twin, comparison_overlay(source.mask, r.mask, r.surrogate)]
     return [np.repeat(np.repeat(t, 2, axis=0), 2, axis=1) for t in row]
 
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-from . import __version__
-from .batch import USER_ERRORS, BatchReport, run_batch
-from .images import IMAGE_SUFFIXES, atomic_write_bytes
+from deid_client import __version__
+from deid_client.io.batch import USER_ERRORS, BatchReport, run_batch
+from deid_client.io.images import IMAGE_SUFFIXES, atomic_write_bytes
 
 EXIT_USAGE, EXIT_PARTIAL = 2, 1
 
@@ -157,7 +157,7 @@ def _report_errors(report: BatchReport, what: str) -> int:
 
 
 def _phantom(args) -> int:
-    from .phantom import MAX_SIZE, MIN_SIZE, plan_cohort, write_cohort
+    from deid_client.phantom import MAX_SIZE, MIN_SIZE, plan_cohort, write_cohort
 
     if not MIN_SIZE <= args.size <= MAX_SIZE:
         raise ValueError(f"--size must be {MIN_SIZE}..{MAX_SIZE}, not {args.size}")
@@ -169,16 +169,16 @@ def _phantom(args) -> int:
 
 
 def _mask(args) -> int:
-    from .figures import heatmap_figure, mask_overlay, save_figure
-    from .images import read_image, write_image, write_mask
-    from .masks import clean_mask, erythema_map, threshold_mask
+    from deid_client.figures import heatmap_figure, mask_overlay, save_figure
+    from deid_client.io.images import read_image, write_image, write_mask
+    from deid_client.firewall.masks import clean_mask, erythema_map, threshold_mask
 
     if args.theta is None:
-        from .config import compose_surrogate
+        from deid_client.firewall.config import compose_firewall
 
-        args.theta = compose_surrogate().theta
-    pathological, healthy = read_image(args.pathological), read_image(args.healthy)
-    diff = erythema_map(pathological, healthy)
+        args.theta = compose_firewall().theta
+    pathological, twin = read_image(args.pathological), read_image(args.healthy)
+    diff = erythema_map(pathological, twin)
     mask = clean_mask(threshold_mask(diff, args.theta), min_size=args.min_size,
                       max_hole_size=args.max_hole_size)
     write_mask(args.output, mask)
@@ -186,7 +186,7 @@ def _mask(args) -> int:
         write_image(args.overlay, mask_overlay(pathological, mask))
     if args.heatmap:
         save_figure(heatmap_figure(diff, theta=args.theta), args.heatmap)
-    _print_json({"threshold": args.theta, "lesion_fraction": float(mask.mean()),
+    _print_json({"theta": args.theta, "lesion_fraction": float(mask.mean()),
                  "lesion_pixels": int(mask.sum()), "mask": str(args.output)})
     return 0
 
@@ -195,8 +195,9 @@ def _edit(args) -> int:
     import time
     from dataclasses import asdict
 
-    from .backends import load_backend
-    from .images import read_image, write_image
+    from deid_client.editing.backends import load_backend
+    from deid_client.firewall.config import published_edit
+    from deid_client.io.images import read_image, write_image
 
     _quiet_libraries()
     image = read_image(args.image)  # fail fast on a bad input, before loading gigabytes
@@ -205,8 +206,8 @@ def _edit(args) -> int:
     backend = load_backend(args.model, device=args.device, dtype=args.dtype,
                            cpu_offload=args.cpu_offload, allow_download=args.allow_download,
                            max_sequence_length=args.max_sequence_length)
-    settings = backend.settings(
-        args.source_prompt, args.target_prompt, seed=args.seed, steps=args.steps,
+    settings = published_edit(
+        backend.family, args.source_prompt, args.target_prompt, seed=args.seed, steps=args.steps,
         n_max=args.n_max, n_min=args.n_min, n_avg=args.n_avg, gamma_src=args.gamma_src,
         gamma_tgt=args.gamma_tgt, max_side=args.max_side)
     start = time.perf_counter()
@@ -219,8 +220,13 @@ def _edit(args) -> int:
 
 
 def _calibrate(args) -> int:
-    from .masks import calibrate_threshold, candidate_thresholds, per_image_iou
-    from .pairs import load_triple, triples_from_cohort, triples_from_folders
+    from deid_client.firewall.masks import (calibrate_threshold, candidate_thresholds, erythema_map,
+                                            per_image_iou)
+    from deid_client.io.pairs import load_triple, triples_from_cohort, triples_from_folders
+
+    def difference(triple):
+        pathological, twin, reference = load_triple(triple)
+        return erythema_map(pathological, twin), reference
 
     if args.cohort is not None and args.folders:
         raise ValueError("give either --cohort or three folders, not both")
@@ -230,7 +236,7 @@ def _calibrate(args) -> int:
         triples, unmatched = triples_from_folders(*args.folders)
     else:
         raise ValueError("give PATHOLOGICAL_DIR HEALTHY_DIR REFERENCE_DIR, or --cohort DIR")
-    report = run_batch(triples, load_triple, desc="difference maps")
+    report = run_batch(triples, difference, desc="difference maps")
     report.errors[:0] = unmatched
     if not report.results:
         _report_errors(report, "pairs")
@@ -248,8 +254,8 @@ def _calibrate(args) -> int:
 
 
 def _ingest(args) -> int:
-    from .ingest import ingest_folder
-    from .pseudonyms import load_site_secret
+    from deid_client.io.ingest import ingest_folder
+    from deid_client.io.pseudonyms import load_site_secret
 
     if not args.input.is_dir():
         raise ValueError(f"{args.input}: not a folder")
@@ -260,9 +266,9 @@ def _ingest(args) -> int:
 
 
 def _firewall(args) -> int:
-    from .config import compose_surrogate
-    from .firewall import folder_photos, run_firewall
-    from .pseudonyms import load_site_secret
+    from deid_client.firewall import Firewall, compose_firewall, folder_photos, run_folder
+    from deid_client.firewall.folder import not_photos
+    from deid_client.io.pseudonyms import load_site_secret
 
     if not args.data_dir.is_dir():
         raise ValueError(f"{args.data_dir}: not a folder")
@@ -272,13 +278,18 @@ def _firewall(args) -> int:
     overrides = list(args.overrides)
     overrides += [f"model.id={args.model}"] if args.model else []
     overrides += [f"model.device={args.device}"] if args.device else []
-    cfg = compose_surrogate(overrides, args.config)
+    cfg = compose_firewall(overrides, args.config)
     secret = load_site_secret(args.secret_file, create=True)
     photos = folder_photos(args.data_dir)
+    others = not_photos(args.data_dir)
+    if others:
+        print(f"firewall: {sum(others.values())} files not taken as photos "
+              f"({', '.join(f'{n} {s}' for s, n in sorted(others.items()))}); photos are "
+              f"{', '.join(IMAGE_SUFFIXES)}", file=sys.stderr)
     if not photos:
         raise ValueError(f"{args.data_dir}: no photos ({', '.join(IMAGE_SUFFIXES)})")
     _quiet_libraries()
-    report = run_firewall(cfg.model.load(), photos, args.output, cfg, secret=secret)
+    report = run_folder(Firewall(cfg, cfg.model.load()), photos, args.output, secret=secret)
     for label, error in report.errors:
         print(f"deid-client: skipped: {error if error.startswith(label) else f'{label}: {error}'}",
               file=sys.stderr)
@@ -298,7 +309,11 @@ def _quiet_libraries() -> None:
 
 
 def _demo(args) -> int:
-    from .demo import run_demo
+    try:
+        from research.demo import run_demo
+    except ImportError:  # research code is not in the wheel
+        raise ValueError("`deid-client demo` is research code: run it from a checkout of the "
+                         "repository (research/ is not installed with the package)") from None
 
     summary = run_demo(args.output, n_images=args.images, n_hospitals=args.hospitals,
                        size=args.size, seed=args.seed)

@@ -1,51 +1,20 @@
 """The Flower ClientApp: local data through the firewall, a U-Net trained on it.
 
-Only model arrays and scalar metrics leave: see ``server.privacy``.
+Only model arrays and scalar metrics leave: see ``server.contract``.
 """
 
 from __future__ import annotations
 
-import shlex
 import time
 
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from .node_data import DataConfig, default_cache_dir, load_node_data
-from .segmentation import build_unet, evaluate, round_lr, train_epochs
+from deid_client.task.data import data_config, default_cache_dir, load_node_data
+from deid_client.task.segmentation import build_unet, evaluate, round_lr, train_epochs
 
 app = ClientApp()
-
-
-#: Node-config keys that choose the firewall's model on this site (each -> a firewall override).
-NODE_MODEL_KEYS = {"model": "model.id", "device": "model.device", "dtype": "model.dtype",
-                   "cpu-offload": "model.cpu_offload"}
-
-
-def data_config(run: dict, node: dict) -> DataConfig:
-    """A node's data settings: federation-wide ones from the run config, site ones (where
-    its photos are, its model and device) from the node config."""
-    firewall = shlex.split(str(run.get("firewall", "")))
-    firewall += [f"{override}={_value(node[key])}" for key, override in NODE_MODEL_KEYS.items()
-                 if key in node and node[key] != ""]
-    return DataConfig(
-        partition_id=int(node.get("partition-id", 0)),
-        num_partitions=int(node.get("num-partitions", 1)),
-        data_dir=str(node.get("data-dir", "")),
-        images_per_client=int(run["images-per-client"]),
-        image_size=int(run["image-size"]),
-        mask_source=str(run["mask-source"]),
-        non_iid=float(run["non-iid"]),
-        eval_fraction=float(run["eval-fraction"]),
-        seed=int(run["seed"]),
-        firewall=tuple(firewall),
-        firewall_config=str(node.get("firewall-config", "")),
-    )
-
-
-def _value(value) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _node_data(context: Context):

@@ -1,7 +1,7 @@
 """Pictures people would rather look at than read: overlays, heat maps, histograms.
 
 Overlays are plain arrays in, array out. Plots are matplotlib figures turned
-into arrays and written through :func:`deid_client.images.write_image`, so they
+into arrays and written through :func:`deid_client.io.images.write_image`, so they
 carry no metadata either (matplotlib's own PNG writer adds a Software chunk).
 """
 
@@ -19,8 +19,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
-from .images import write_image  # noqa: E402
-from .metrics import A_STAR_RANGE  # noqa: E402
+from deid_client.io.images import write_image  # noqa: E402
+from deid_client.metrics import A_STAR_RANGE  # noqa: E402
 
 __all__ = [
     "mask_overlay",

@@ -12,7 +12,7 @@ import torch
 from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import Result
 
-from deid_client.images import atomic_write_bytes
+from deid_client.io.images import atomic_write_bytes
 
 __all__ = ["RunRecorder"]
 

@@ -55,7 +55,7 @@ class RoundKeeper:
         if self.stopped:
             return None, None
         if len(good) < self.min_replies:
-            errors = [f"node {r.metadata.src_node_id}: {_first_line(r.error.reason)}"
+            errors = [f"node {r.metadata.src_node_id}: {_exception_line(r.error.reason)}"
                       for r in replies if r.has_error()]
             self.failed_rounds.append({"round": server_round, "replies": len(good), "errors": errors})
             log.error("round %d failed: %d of %d needed replies; the global model is kept. %s",
@@ -68,7 +68,7 @@ class RoundKeeper:
 
     def aggregate_evaluate(self, server_round, replies):
         replies = list(replies)
-        errors = [f"node {r.metadata.src_node_id}: {_first_line(r.error.reason)}"
+        errors = [f"node {r.metadata.src_node_id}: {_exception_line(r.error.reason)}"
                   for r in replies if r.has_error()]
         if errors:  # recorded, not silently left out of the round's score
             self.eval_errors[server_round] = errors
@@ -100,5 +100,6 @@ def content_digest(reply) -> str:
     return digest.hexdigest()
 
 
-def _first_line(text: str) -> str:
+def _exception_line(text: str) -> str:
+    """A ClientApp's error reason is a traceback: its last line names the exception."""
     return (str(text).strip().splitlines() or ["no reason given"])[-1][:300]

@@ -8,7 +8,7 @@ import time
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from deid_client.segmentation import build_unet
+from deid_client.task.segmentation import build_unet
 
 from .history import RunRecorder
 from .rounds import RunFailed

@@ -10,7 +10,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from .privacy import PrivacyGuard
+from .contract import ContractGuard
 from .rounds import RoundKeeper
 
 __all__ = ["make_strategy", "STRATEGIES"]
@@ -18,15 +18,15 @@ __all__ = ["make_strategy", "STRATEGIES"]
 STRATEGIES = ("fedavg", "fedprox")
 
 
-class GuardedFedAvg(PrivacyGuard, RoundKeeper, FedAvg):
+class GuardedFedAvg(ContractGuard, RoundKeeper, FedAvg):
     pass
 
 
-class GuardedFedProx(PrivacyGuard, RoundKeeper, FedProx):
+class GuardedFedProx(ContractGuard, RoundKeeper, FedProx):
     pass
 
 
-class GuardedDPFixedClipping(PrivacyGuard, RoundKeeper, DifferentialPrivacyServerSideFixedClipping):
+class GuardedDPFixedClipping(ContractGuard, RoundKeeper, DifferentialPrivacyServerSideFixedClipping):
     """The guard must screen replies before DP clipping touches their arrays."""
 
 

@@ -2,7 +2,7 @@
 
 It answers "what would the same trainer reach if the data could be pooled?", the
 upper line of the federated study (``simulations.study``). It uses the same node data
-(``deid_client.node_data``, the same mask source and cache), the same trainer and lr
+(``deid_client.task.data``, the same mask source and cache), the same trainer and lr
 schedule, and the same held-out originals, scored the way the server averages them
 (every held-out photo counts once). A "round" here is ``local_epochs`` epochs over the
 pooled data, so its curve lines up with the federated ones.
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from deid_client.client_app import data_config
-from deid_client.node_data import load_node_data
-from deid_client.segmentation import build_unet, evaluate, round_lr, train_epochs
+from deid_client.task.data import data_config
+from deid_client.task.data import load_node_data
+from deid_client.task.segmentation import build_unet, evaluate, round_lr, train_epochs
 
 __all__ = ["train_centralised"]
 

@@ -22,7 +22,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from deid_client.client_app import data_config
+from deid_client.task.data import data_config
 
 from .centralised import train_centralised
 from .engine import run_simulation

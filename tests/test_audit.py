@@ -9,9 +9,9 @@ from matplotlib import cbook
 from PIL import Image
 from skimage import data
 
-import deid_client.audit as audit
-from deid_client.audit import SAME_PERSON, AuditModelMissing, face_distance, face_embedding
-from deid_client.reid import AwareAttacker, DlibAttacker, grayscale, photo_sessions, recoloured
+import deid_client.firewall.audit as audit
+from deid_client.firewall.audit import SAME_PERSON, AuditModelMissing, face_distance, face_embedding
+from research.reid import AwareAttacker, DlibAttacker, grayscale, photo_sessions, recoloured
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_the_gate_stops_the_patient_and_lets_another_person_through(astronaut, h
     """The identity gate on real photos: the patient back (or blurred to the model's
     working size) is refused, another person is released, a photo without a face is
     refused unless the site says otherwise; the twin counts as much as the surrogate."""
-    from deid_client.gate import GateConfig, judge
+    from deid_client.firewall.gate import GateConfig, judge
 
     gate = GateConfig(threshold=SAME_PERSON)
     hopper = np.asarray(Image.fromarray(hopper).resize(astronaut.shape[1::-1]))

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from deid_client.backends import ModelNotFoundError, backend_for, load_backend
+from deid_client.editing.backends import ModelNotFoundError, backend_for, load_backend
 from deid_client.cli import main
-from deid_client.flowedit import flowedit
-from deid_client.images import read_image, write_image
+from deid_client.editing.flowedit import flowedit
+from deid_client.io.images import read_image, write_image
 from deid_client.phantom import make_phantom
-from deid_client.testing import save_tiny_pipeline, tiny_flux_pipeline, tiny_sd3_pipeline
+from research.tiny_pipelines import save_tiny_pipeline, tiny_flux_pipeline, tiny_sd3_pipeline
 from tests.metadata import metadata_in
 
 SRC = "a photo of a woman with erythema"

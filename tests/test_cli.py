@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from deid_client.cli import main
-from deid_client.images import read_image
+from deid_client.io.images import read_image
 from tests.metadata import metadata_in
 
 
@@ -41,7 +41,7 @@ def test_mask_prints_json_and_writes_files(cohort, tmp_path, capsys):
     result = json.loads(stdout)
     mask = read_image(out)[..., 0] > 127
     truth = read_image(cohort / case["files"]["masks"])[..., 0] > 127
-    assert result["threshold"] == 4.0 and result["lesion_fraction"] == pytest.approx(mask.mean())
+    assert result["theta"] == 4.0 and result["lesion_fraction"] == pytest.approx(mask.mean())
     assert (mask & truth).sum() / (mask | truth).sum() > 0.85
     for name in ("m.png", "o.png", "h.png"):
         assert metadata_in((tmp_path / name).read_bytes()) == []

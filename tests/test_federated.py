@@ -15,12 +15,12 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedProx, Result
 
-from deid_client.images import read_image, write_image
-from deid_client.node_data import DataConfig, load_node_data, training_mask
+from deid_client.io.images import read_image, write_image
+from deid_client.task.data import DataConfig, load_node_data, training_mask
 from deid_client.phantom import make_phantom
-from deid_client.segmentation import build_unet, evaluate, train_epochs
+from deid_client.task.segmentation import build_unet, evaluate, train_epochs
 from server.history import RunRecorder
-from server.privacy import reply_violations
+from server.contract import reply_violations
 from server.strategy import make_strategy
 from simulations.engine import APP_DIR, run_simulation
 
@@ -41,7 +41,7 @@ def model_state():
     return build_unet("resnet18", 3).state_dict()
 
 
-# --- the privacy contract ---------------------------------------------------
+# --- the message contract ---------------------------------------------------
 
 
 def test_a_proper_reply_passes(model_state):
@@ -247,7 +247,7 @@ def test_fedprox_term_pulls_towards_the_global_model():
 def test_augmentation_moves_each_mask_with_its_photo():
     """Flips apply to photo and mask alike: a photo whose green channel *is* its mask
     still is, after augmentation (brightness and contrast aside)."""
-    from deid_client.segmentation import _augment
+    from deid_client.task.segmentation import _augment
 
     generator = torch.Generator().manual_seed(0)
     masks = torch.rand(16, 1, 32, 32, generator=generator) > 0.8

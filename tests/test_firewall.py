@@ -15,11 +15,11 @@ from PIL import Image
 from skimage import data as skdata
 
 from deid_client.cli import main
-from deid_client.config import compose_surrogate
-from deid_client.firewall import MANIFEST, OUTPUTS
+from deid_client.firewall.config import compose_firewall
+from deid_client.firewall.folder import MANIFEST, OUTPUTS
 from deid_client.phantom import sample_identity
 from deid_client.phantom_flow.prompts import attributes_of, prompt_for
-from deid_client.prompts import PromptTemplate
+from deid_client.firewall.prompts import PromptTemplate
 from tests.metadata import metadata_in
 
 PATIENT = "Jane Q. Patient"  # written into a photo's EXIF: must appear nowhere in the outputs
@@ -174,7 +174,7 @@ def test_without_the_identity_edit_nothing_is_released(tmp_path):
     """identity.n_max=0 (and n_min=0: no sampling steps either) gives the patient back: the
     gate refuses every photo (the patient's own face, or no face to audit), and no file of
     them is written; a node then fails with a clear error instead of training on patients."""
-    from deid_client.node_data import DataConfig, load_node_data
+    from deid_client.task.data import DataConfig, load_node_data
     from deid_client.phantom import plan_cohort, write_cohort
 
     write_cohort(plan_cohort(6, 1, seed=2), tmp_path / "cohort", size=64, progress=False)
@@ -195,9 +195,9 @@ def test_without_the_identity_edit_nothing_is_released(tmp_path):
 def test_a_photo_without_a_face_is_refused_without_new_draws(tmp_path):
     """The gate cannot audit a patient photo without a face on any draw: it is refused
     after one (and a photo with a face that is refused is retried gate.retries times)."""
-    from deid_client.firewall import Photo, run_firewall
+    from deid_client.firewall.folder import Photo, run_firewall
 
-    cfg = compose_surrogate(["gate.retries=2", "identity.n_max=0", "identity.n_min=0"])
+    cfg = compose_firewall(["gate.retries=2", "identity.n_max=0", "identity.n_min=0"])
     backend = cfg.model.load()
     calls = []
     edit_batch = backend.edit_batch
@@ -213,8 +213,8 @@ def test_a_photo_without_a_face_is_refused_without_new_draws(tmp_path):
 
 def test_site_attributes_keep_surrogates_away_from_the_patient(tmp_path):
     """attributes.csv beside the photos: each target is min_change steps from what is known."""
-    from deid_client.images import read_image
-    from deid_client.pseudonyms import load_site_secret, pseudonym
+    from deid_client.io.images import read_image
+    from deid_client.io.pseudonyms import load_site_secret, pseudonym
 
     site = hospital_folder(tmp_path / "site", bad=False)
     known = {"jane_patient_face.jpg": {"sex": "female", "skin_type": "2"},
@@ -224,7 +224,7 @@ def test_site_attributes_keep_surrogates_away_from_the_patient(tmp_path):
     out = tmp_path / "out"
     assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "s"),
                  RELEASE_NO_FACE]) == 0
-    prompts, secret = compose_surrogate().prompts, load_site_secret(tmp_path / "s")
+    prompts, secret = compose_firewall().prompts, load_site_secret(tmp_path / "s")
     targets = {e["pseudonym"]: e["target_prompt"] for e in json.loads((out / MANIFEST).read_text())["photos"]}
     for file, patient in known.items():
         target = targets[pseudonym(read_image(site / "images" / file), secret)]
@@ -238,7 +238,7 @@ def test_site_attributes_keep_surrogates_away_from_the_patient(tmp_path):
 def test_phantom_prompts_are_the_models_own_words():
     """The phantom preset describes a phantom exactly as the model was trained to read it,
     and its targets keep min_change and the excluded combinations."""
-    prompts = compose_surrogate().prompts
+    prompts = compose_firewall().prompts
     rng = np.random.default_rng(0)
     for _ in range(200):
         person = sample_identity(rng)
@@ -256,13 +256,13 @@ def test_phantom_prompts_are_the_models_own_words():
         PromptTemplate(patient="{condition}", person="a {sex}, {condition}", condition="c",
                        healthy="h", attributes={"age": {"old": "old"}})
     with pytest.raises(ValueError, match="no_face"):
-        compose_surrogate(["gate.no_face=maybe"])
+        compose_firewall(["gate.no_face=maybe"])
     with pytest.raises(ValueError, match="lesion must be one of"):
-        compose_surrogate(["lesion=painted"])
+        compose_firewall(["lesion=painted"])
     with pytest.raises(ValueError, match="twin_from=patient"):
-        compose_surrogate(["lesion=carried", "twin_from=surrogate"])
+        compose_firewall(["lesion=carried", "twin_from=surrogate"])
     with pytest.raises(ValueError, match="gate"):
-        compose_surrogate(["+gate.strict=true"])
-    photo = compose_surrogate(["preset=sd35_medium"])
+        compose_firewall(["+gate.strict=true"])
+    photo = compose_firewall(["preset=sd35_medium"])
     assert photo.model.id == "stabilityai/stable-diffusion-3.5-medium"
     assert photo.prompts.healthy_prompt(photo.prompts.describe(None)).endswith("clear, healthy skin")

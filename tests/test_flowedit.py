@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from deid_client.flowedit import check_schedule, flowedit
-from deid_client.schedules import flux_sigmas, sd3_sigmas
-from deid_client.seeds import image_generator, image_key, image_seed
+from deid_client.editing.flowedit import check_schedule, flowedit
+from deid_client.editing.schedules import flux_sigmas, sd3_sigmas
+from deid_client.editing.seeds import image_generator, image_key, image_seed
 
 SHAPE = (1, 4, 8, 8)
 

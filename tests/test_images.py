@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
-from deid_client.images import (
+from deid_client.io.images import (
     CorruptImageError,
     EmptyImageError,
     ImageReadError,
@@ -16,8 +16,8 @@ from deid_client.images import (
     write_image,
     write_mask,
 )
-from deid_client.ingest import ingest_folder
-from deid_client.pseudonyms import load_site_secret, pseudonym
+from deid_client.io.ingest import ingest_folder
+from deid_client.io.pseudonyms import load_site_secret, pseudonym
 from tests.metadata import metadata_in
 
 

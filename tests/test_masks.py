@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from skimage import color
 
-from deid_client.evaluation import evaluate_phantoms
-from deid_client.masks import (
+from research.evaluation import evaluate_phantoms
+from deid_client.firewall.masks import (
     a_star,
     calibrate_threshold,
     candidate_thresholds,

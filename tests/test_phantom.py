@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from deid_client.images import read_image
-from deid_client.masks import a_star, erythema_map
+from deid_client.io.images import read_image
+from deid_client.firewall.masks import a_star, erythema_map
 from deid_client.phantom import (
     LESION_KINDS,
     SKIN_TYPES,

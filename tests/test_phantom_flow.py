@@ -7,11 +7,11 @@ import pytest
 import torch
 from skimage import morphology
 
-from deid_client.backends import ModelNotFoundError, PhantomBackend, load_backend
+from deid_client.editing.backends import ModelNotFoundError, PhantomBackend, load_backend
 from deid_client.cli import main
-from deid_client.config import compose_surrogate
-from deid_client.images import write_image
-from deid_client.masks import differential_mask, erythema_map
+from deid_client.firewall.config import compose_firewall
+from deid_client.io.images import write_image
+from deid_client.firewall.masks import differential_mask, erythema_map
 from deid_client.metrics import iou
 from deid_client.phantom import (
     LESION_KINDS,
@@ -28,9 +28,9 @@ from deid_client.phantom_flow import (
     describe,
     prompt_for,
 )
-from deid_client.phantom_flow.prompts import SEX_WORDS, SKIN_WORDS, attributes_of, healthy_prompt
+from deid_client.phantom_flow.prompts import SEX_WORDS, SKIN_WORDS, TEMPLATE, attributes_of
 from deid_client.phantom_flow.train import render_training_set, train
-from deid_client.surrogates import (
+from deid_client.firewall.pipeline import (
     heal_settings,
     healthy_settings,
     make_surrogate,
@@ -41,7 +41,7 @@ from deid_client.surrogates import (
 
 def surrogate_targets(person, count, rng, min_change=1):
     """Target prompts for a phantom patient, as the firewall draws them."""
-    return compose_surrogate().prompts.draw_targets(attributes_of(person), count, rng,
+    return compose_firewall().prompts.draw_targets(attributes_of(person), count, rng,
                                                     min_change=min_change)
 
 
@@ -52,12 +52,12 @@ def backend() -> PhantomBackend:
 
 @pytest.fixture(scope="module")
 def cfg():
-    return compose_surrogate()  # the default level: the lesion carried, the face drawn anew
+    return compose_firewall()  # the default level: the lesion carried, the face drawn anew
 
 
 @pytest.fixture(scope="module")
 def low():
-    return compose_surrogate(["privacy=low"])  # the identity edit carries the lesion
+    return compose_firewall(["privacy=low"])  # the identity edit carries the lesion
 
 
 def test_prompts_name_every_attribute_and_unknown_words_are_refused():
@@ -293,16 +293,16 @@ def test_surrogate_prompts_and_twin_settings(cfg):
     assert len(set(targets)) == 6 and not any("medium skin" in t for t in targets)
     settings = cfg.identity.with_overrides(target_prompt=targets[0], seed=7)
     twin = twin_settings(settings, cfg.twin, cfg.prompts)
-    assert (twin.source_prompt, twin.target_prompt) == (targets[0], healthy_prompt(targets[0]))
+    assert (twin.source_prompt, twin.target_prompt) == (targets[0], TEMPLATE.healthy_prompt(targets[0]))
     assert (twin.n_max, twin.seed) == (cfg.twin.n_max, 7)
     heal = heal_settings(settings, cfg.twin, cfg.prompts)
     assert (heal.source_prompt, heal.target_prompt) == (settings.source_prompt,
-                                                        healthy_prompt(settings.source_prompt))
+                                                        TEMPLATE.healthy_prompt(settings.source_prompt))
     assert (heal.n_max, heal.seed) == (cfg.twin.n_max, 7)
     with pytest.raises(ValueError, match="twin_from"):
-        compose_surrogate(["twin_from=healthy"])
+        compose_firewall(["twin_from=healthy"])
     with pytest.raises(ValueError, match="twin prompt"):
-        healthy_prompt("a photo of a woman")
+        TEMPLATE.healthy_prompt("a photo of a woman")
 
 
 def _steps_from(person, prompt: str) -> int:
@@ -317,7 +317,7 @@ def _steps_from(person, prompt: str) -> int:
 def test_surrogates_keep_min_change_from_the_patient(cfg):
     """One step per skin type, one for the other sex class: with ``min_change=3`` a
     surrogate of the patient's sex class is three skin types away, one of the other two."""
-    assert cfg.min_change == 3 and compose_surrogate(["min_change=2"]).min_change == 2
+    assert cfg.min_change == 3 and compose_firewall(["min_change=2"]).min_change == 2
     for skin_type in (1, 3, 6):
         person = sample_identity(np.random.default_rng(skin_type), skin_type=skin_type)
         for target in surrogate_targets(person, 5, np.random.default_rng(0), min_change=3):
@@ -367,8 +367,8 @@ def test_training_is_reproducible_and_moves_the_weights():
 
 
 def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeypatch, cfg):
-    import deid_client.firewall as firewall_module
-    from deid_client.node_data import DataConfig, _phantom_samples, load_node_data
+    import deid_client.firewall.folder as firewall_module
+    from deid_client.task.data import DataConfig, phantom_partition, load_node_data
 
     edits = []  # the identity edit of every surrogate the node makes (the real make_surrogates)
     real = firewall_module.make_surrogates
@@ -377,7 +377,7 @@ def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeyp
                         or real(backend, images, identities, *a, **k))
     config = DataConfig(images_per_client=4, image_size=64, mask_source="surrogate", seed=3)
     data = load_node_data(config, tmp_path)
-    samples = _phantom_samples(config)
+    samples = phantom_partition(config)
     originals = [image for image, *_ in samples]
     trained = {cfg.prompts.describe(person): person for *_, person in samples[:-1]}
     assert {e.source_prompt for e in edits} == set(trained)  # every training photo, captioned
@@ -396,7 +396,7 @@ def test_surrogate_node_cache_follows_the_firewall_settings():
     """A node's surrogate data depends on the firewall's settings too: changing them must
     not reuse surrogates made with the old ones (other mask sources ignore them, but for
     the oracle's theta)."""
-    from deid_client.node_data import DataConfig
+    from deid_client.task.data import DataConfig
 
     def keys(*firewall):
         return [DataConfig(mask_source=m, firewall=firewall).key() for m in ("surrogate", "oracle")]

@@ -8,7 +8,7 @@ from deid_client.phantom import (
     sample_identity,
     sample_lesion,
 )
-from deid_client.reid import identify, reid_cohort, top1, train_reid
+from research.reid import identify, reid_cohort, top1, train_reid
 
 PATIENTS, PHOTOS, TRAIN = 20, 6, 4
 
@@ -55,7 +55,7 @@ def test_the_mimic_learns_what_survives_the_defence():
     """An attacker who runs the defence on the patients' photos learns from its outputs: a
     "firewall" that mirrors colours (255 - photo) fools a CNN trained on the photos alone,
     not the one that also saw the defence's outputs of them."""
-    from deid_client.reid import CnnAttacker, MimicAttacker
+    from research.reid import CnnAttacker, MimicAttacker
 
     images, labels, _ = reid_cohort(8, PHOTOS, size=64, seed=5)
     seen = np.tile(np.arange(PHOTOS) < TRAIN, 8)

@@ -83,7 +83,7 @@ def test_the_report_keeps_the_earlier_reports_other_runs(tmp_path):
 
 
 def test_every_mask_source_has_its_place_in_the_figure():
-    from deid_client.node_data import MASK_SOURCES
+    from deid_client.task.data import MASK_SOURCES
     from simulations.study import SOURCE_COLOURS
 
     assert sorted(SOURCE_COLOURS) == sorted(MASK_SOURCES)
@@ -96,7 +96,7 @@ def test_a_result_made_under_another_firewall_default_is_not_this_runs(tmp_path,
 
     from hydra import compose, initialize_config_dir
 
-    from deid_client.node_data import DataConfig
+    from deid_client.task.data import DataConfig
     from simulations.run import already_done, run_config, run_identity
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -107,8 +107,8 @@ def test_a_result_made_under_another_firewall_default_is_not_this_runs(tmp_path,
     assert already_done(result, run_identity(settings, 2))
     assert not already_done(result, run_identity(settings | {"lr": 0.001}, 2))
 
-    shipped = DataConfig.surrogate_config
-    monkeypatch.setattr(DataConfig, "surrogate_config",
+    shipped = DataConfig.firewall_settings
+    monkeypatch.setattr(DataConfig, "firewall_settings",
                         lambda self: dataclasses.replace(shipped(self), theta=shipped(self).theta + 1))
     assert run_identity(settings, 2)["run_config"] == json.loads(result.read_text())["run_config"]
     assert not already_done(result, run_identity(settings, 2))

@@ -10,7 +10,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from deid_client.segmentation import build_unet, evaluate, train_epochs
+from deid_client.task.segmentation import build_unet, evaluate, train_epochs
 
 client = ClientApp()
 server = ServerApp()

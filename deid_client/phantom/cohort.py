@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..batch import BatchReport, run_batch
-from ..images import atomic_write_bytes, write_image, write_mask
+from deid_client.io.batch import BatchReport, run_batch
+from deid_client.io.images import atomic_write_bytes, write_image, write_mask
 from .identity import SEXES, SKIN_TYPES, sample_identity
 from .lesions import LESION_KINDS, sample_lesion
 from .render import Phantom, render_phantom

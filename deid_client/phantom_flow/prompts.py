@@ -1,4 +1,7 @@
-"""The phantom model's prompt language: sex class, hair colour, skin type, condition.
+"""The phantom model's captions: sex class, hair colour, skin type, condition.
+
+The words are the firewall's phantom prompt language, ``conf/prompts/phantom.yaml``
+(their one home, :data:`TEMPLATE`); the model was trained on captions written from them.
 
 >>> describe(sex="female", skin_type=2, hair_colour="blond", erythema=True)
 'a photo of a woman with blond hair and fair skin, with facial erythema'
@@ -8,20 +11,26 @@
 
 from __future__ import annotations
 
+import importlib.resources
+
 import numpy as np
+from omegaconf import OmegaConf
 
-from ..phantom import Identity
+from deid_client.firewall.prompts import PromptTemplate
+from deid_client.phantom import Identity
 
-__all__ = ["SEX_WORDS", "SKIN_WORDS", "HAIR_WORDS", "ERYTHEMA", "HEALTHY", "describe",
-           "prompt_for", "random_prompt_for", "healthy_prompt", "vocabulary", "attributes_of"]
+__all__ = ["TEMPLATE", "SEX_WORDS", "SKIN_WORDS", "HAIR_WORDS", "ERYTHEMA", "HEALTHY", "describe",
+           "prompt_for", "random_prompt_for", "vocabulary", "attributes_of"]
 
-SEX_WORDS = {"female": "woman", "male": "man"}
+_YAML = importlib.resources.files("deid_client.firewall") / "conf" / "prompts" / "phantom.yaml"
+#: The phantom prompt language, as the firewall reads it.
+TEMPLATE = PromptTemplate(**OmegaConf.to_container(OmegaConf.create(_YAML.read_text())))
+SEX_WORDS = TEMPLATE.attributes["sex"]
 #: Fitzpatrick skin types I..VI in words.
-SKIN_WORDS = {1: "very fair", 2: "fair", 3: "medium", 4: "olive", 5: "brown", 6: "dark"}
-HAIR_WORDS = {"black": "black", "dark_brown": "dark brown", "brown": "brown", "auburn": "auburn",
-              "blond": "blond", "grey": "grey"}
-ERYTHEMA = "with facial erythema"
-HEALTHY = "with clear, healthy skin"
+SKIN_WORDS = {int(k): v for k, v in TEMPLATE.attributes["skin_type"].items()}
+HAIR_WORDS = TEMPLATE.attributes["hair_colour"]
+ERYTHEMA = TEMPLATE.condition
+HEALTHY = TEMPLATE.healthy
 
 
 def describe(*, sex: str | None = None, skin_type: int | None = None,
@@ -53,27 +62,18 @@ def random_prompt_for(identity: Identity, erythema: bool, rng: np.random.Generat
                     hair_colour=identity.hair_colour if keep[2] else None, erythema=erythema)
 
 
-def healthy_prompt(prompt: str) -> str:
-    """The prompt of the healthy twin: the condition phrase swapped for healthy skin.
-
-    >>> healthy_prompt("a photo of a man, with facial erythema")
-    'a photo of a man, with clear, healthy skin'
-    """
-    if ERYTHEMA not in prompt:
-        raise ValueError(f"prompt {prompt!r} does not say {ERYTHEMA!r}: give the twin prompt explicitly")
-    return prompt.replace(ERYTHEMA, HEALTHY)
-
-
 def vocabulary() -> list[str]:
-    """Every word (and punctuation mark) a prompt can contain."""
-    texts = [ERYTHEMA, HEALTHY, "a photo of a person with and skin hair",
-             *SEX_WORDS.values(), *SKIN_WORDS.values(), *HAIR_WORDS.values()]
+    """Every word (and punctuation mark) a prompt can contain: the template's, with its
+    ``{placeholders}`` left out."""
+    frame = (TEMPLATE.patient + " " + TEMPLATE.person).format(
+        condition="", **{name: "" for name in TEMPLATE.attributes})
+    texts = [ERYTHEMA, HEALTHY, frame, *SEX_WORDS.values(), *SKIN_WORDS.values(), *HAIR_WORDS.values()]
     words = {w for text in texts for w in text.replace(",", " , ").split()}
     return sorted(words)
 
 
 def attributes_of(identity: Identity) -> dict[str, str]:
-    """A phantom person's attributes in the words of ``conf/prompts/phantom.yaml``
-    (``deid_client.prompts.PromptTemplate.describe`` of them is :func:`prompt_for`)."""
+    """A phantom person's attributes as :data:`TEMPLATE` names them
+    (``TEMPLATE.describe`` of them is :func:`prompt_for`)."""
     return {"sex": identity.sex, "skin_type": str(identity.skin_type),
             "hair_colour": identity.hair_colour}

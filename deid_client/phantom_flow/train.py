@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from ..phantom import render_phantom, sample_identity, sample_lesion
 from .pipeline import IMAGE_SIZE, PhantomFlowPipeline, to_model_space
-from .prompts import ERYTHEMA, healthy_prompt, random_prompt_for
+from .prompts import ERYTHEMA, TEMPLATE, random_prompt_for
 
 __all__ = ["render_training_set", "train", "main"]
 
@@ -169,7 +169,7 @@ def train(pipe: PhantomFlowPipeline, images: np.ndarray, healthy: np.ndarray, pe
         x_kept = torch.cat([_noised(base + lesion, noise[kept], t_kept),
                             _noised(base, noise[kept], t_kept)])
         embeds, pooled = pipe.encode_prompt(
-            captions + [captions[k] for k in both] + [healthy_prompt(captions[k]) for k in both]
+            captions + [captions[k] for k in both] + [TEMPLATE.healthy_prompt(captions[k]) for k in both]
             + carry_captions * 2)
         velocity = pipe.velocity(torch.cat([x_t, x_both, x_both, x_kept]),
                                  torch.cat([t, t_both, t_both, t_kept, t_kept]).flatten(),

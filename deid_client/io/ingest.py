@@ -1,0 +1,62 @@
+"""First stage of the firewall: patient photos in, sanitised pseudonymous copies out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from deid_client.io.batch import BatchReport, run_batch
+from deid_client.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, write_image
+from deid_client.io.pseudonyms import pseudonym
+
+__all__ = ["list_images", "ingest_file", "ingest_folder"]
+
+
+def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """Image-like files in ``folder`` (by suffix), sorted; hidden files skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder")
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p
+        for p in folder.glob(pattern)
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def ingest_file(
+    path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    secret: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Path:
+    """Read one photo safely and write it as ``<pseudonym>.png`` with no metadata.
+
+    An output that already exists is kept as it is, so an interrupted batch
+    resumes without redoing (or losing) finished work.
+    """
+    image = read_image(path, max_pixels=max_pixels)
+    target = Path(output_dir) / f"{pseudonym(image, secret)}.png"
+    if not target.exists():
+        write_image(target, image)
+    return target
+
+
+def ingest_folder(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    secret: bytes,
+    *,
+    recursive: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = True,
+) -> BatchReport[Path, Path]:
+    """Ingest every image in a folder; bad files are reported, good ones finish."""
+    return run_batch(
+        list_images(input_dir, recursive=recursive),
+        lambda p: ingest_file(p, output_dir, secret, max_pixels=max_pixels),
+        desc="ingest",
+        progress=progress,
+    )
