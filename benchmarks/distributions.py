@@ -3,7 +3,7 @@
     python benchmarks/distributions.py --out docs      # docs/distributions.{json,md,png}
     python benchmarks/distributions.py --json          # the figures only
 
-For every phantom patient the firewall (``deid_client/conf/surrogate.yaml``, the phantom
+For every phantom patient the firewall (``deid_client/firewall/conf/firewall.yaml``, the phantom
 model) makes a synthetic healthy version of the original (the twin edit on the
 patient's photo) and a surrogate with its healthy twin. Two pairs are compared, as in
 the paper, by the Bhattacharyya coefficient of their normalised a* histograms and

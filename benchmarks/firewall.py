@@ -7,7 +7,7 @@
         # also the one-photo loop with other settings (here: the identity edit before 0.2)
 
 Both sides make surrogates, twins and masks of the same phantom photos (the main job's
-first hospital) with the settings of ``deid_client/conf/surrogate.yaml``:
+first hospital) with the settings of ``deid_client/firewall/conf/firewall.yaml``:
 
 - ``single``: ``Firewall.synthesise`` one photo a call, the loop the firewall ran before it
   was batched;
@@ -23,7 +23,7 @@ phantom model is arithmetic-bound, so ``ms_per_row`` (one guided evaluation of o
 says what batching can and cannot buy. ``seconds_main_job_preparation`` prepares the main
 job's nodes (``conf/data/phantom.yaml``, 2 hospitals, ``mask_source=surrogate``, no cache)
 as the simulation does: both at once, each in its own process with one CPU thread (Ray
-gives each simulated ClientApp one CPU), with the shipped ``deid_client/conf/surrogate.yaml``
+gives each simulated ClientApp one CPU), with the shipped ``deid_client/firewall/conf/firewall.yaml``
 (skipped when overrides are given).
 """
 
@@ -113,7 +113,7 @@ def main() -> None:
                         help="also time the one-photo loop with these overrides on top")
     parser.add_argument("--skip-main-job", action="store_true")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="deid_client/conf/surrogate.yaml overrides")
+    parser.add_argument("overrides", nargs="*", help="deid_client/firewall/conf/firewall.yaml overrides")
     args = parser.parse_args()
 
     cfg = compose_firewall(args.overrides)

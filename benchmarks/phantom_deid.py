@@ -16,7 +16,7 @@ for each configuration). ``reid_original_<attacker>`` is each one's top-1 rate o
 sessions: an attacker that cannot recognise originals proves nothing. One held-out
 photo per patient is the source: each of ``--identities`` target prompts (alternating
 sex class, ``min_change`` or more steps from the patient) gives one surrogate and its
-healthy twin (``deid_client.firewall.pipeline``), with the settings in ``deid_client/conf/surrogate.yaml``.
+healthy twin (``deid_client.firewall.pipeline``), with the settings in ``deid_client/firewall/conf/firewall.yaml``.
 ``reid_surrogate_<attacker>`` is the share of surrogates it still attributes to their
 patient (chance: 1 / patients), ``reid_twin_<attacker>`` the same for their healthy
 twins (released with them); ``reid_surrogate`` and ``reid_twin`` are the worst
@@ -55,7 +55,7 @@ from deid_client.firewall import Firewall
 
 BENCH_SEED = 2026  # patients for the figures
 SWEEP_SEED = 4242  # other patients for choosing settings, so the figures are not tuned on
-# Each grid varies one edit around the defaults of the other (deid_client/conf/surrogate.yaml).
+# Each grid varies one edit around the defaults of the other (deid_client/firewall/conf/firewall.yaml).
 # Equal guidance on both sides cancels the push that both prompts' condition phrase gets from
 # guidance (with gamma_tgt > gamma_src the whole face turns red); unequal is kept for comparison.
 IDENTITY_GRID = ([{"identity.n_max": n} for n in (18, 20, 22, 25, 28)]

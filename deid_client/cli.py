@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="firewall config overrides, e.g. theta=4.0 identity.n_max=5 preset=sd35_medium")
     p.set_defaults(run=_firewall)
 
-    p = sub.add_parser("demo", help="main job: phantom cohort -> masks -> theta* -> figures")
+    p = sub.add_parser("demo", help="research demo, from a checkout: phantoms -> masks -> theta* -> figures")
     p.add_argument("-o", "--output", type=Path, default=Path("outputs/demo"))
     p.add_argument("-n", "--images", type=_positive, default=40)
     p.add_argument("--hospitals", type=_positive, default=2)

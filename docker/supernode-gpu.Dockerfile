@@ -17,10 +17,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY deid_client deid_client
 COPY server server
-COPY simulations simulations
 # A wheel install: the firewall config and the phantom model are package data, and the
 # Flower app (FAB) the SuperNode receives carries code only, never weights.
-RUN pip install . && rm -rf /app/deid_client /app/server /app/simulations
+RUN pip install . && rm -rf /app/deid_client /app/server
 
 # Patient photos (/data/images/, optional /data/masks/), model weights (/models: a
 # diffusers folder, e.g. /models/sd35-medium) and the node cache are mounted volumes.

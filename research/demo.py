@@ -1,4 +1,4 @@
-"""The main job until federated training lands: phantom cohort -> masks -> theta* -> figures."""
+"""The phantom demo (`deid-client demo`): phantom cohort -> differential masks -> theta* -> figures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from research.evaluation import distribution_report, evaluate_phantoms
 from deid_client.figures import (comparison_overlay, figure_to_array, heatmap_figure, histogram_figure,
-                      image_grid, mask_overlay)
+                                 image_grid, mask_overlay)
 from deid_client.io.images import atomic_write_bytes, write_image
 from deid_client.firewall.masks import a_star, erythema_map, naive_mask, threshold_mask
 from deid_client.phantom import plan_cohort, write_cohort

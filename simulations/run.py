@@ -30,20 +30,22 @@ from .engine import run_simulation
 RESULT = "result.json"
 
 
+#: The Hydra groups whose keys are run-config keys, by rule: snake_case here, kebab-case in
+#: ``[tool.flwr.app.config]``, and a group's ``name`` is the key named after the group
+#: (``strategy: {name: fedprox}`` is ``strategy = "fedprox"``).
+RUN_CONFIG_GROUPS = ("segmentation", "data", "strategy")
+
+
 def run_config(cfg: DictConfig, output_dir: Path) -> dict:
-    """The Flower run config (``[tool.flwr.app.config]`` keys) for this Hydra config."""
-    seg, data, strategy = cfg.segmentation, cfg.data, cfg.strategy
-    return {
-        "num-server-rounds": cfg.simulation.rounds, "output-dir": str(output_dir),
-        "min-nodes": cfg.simulation.num_clients, "strategy": strategy.name,
-        "fraction-train": strategy.fraction_train, "proximal-mu": strategy.proximal_mu,
-        "dp-noise": strategy.dp_noise, "dp-clipping-norm": strategy.dp_clipping_norm,
-        "encoder": seg.encoder, "encoder-depth": seg.encoder_depth, "lr": seg.lr,
-        "local-epochs": seg.local_epochs, "batch-size": seg.batch_size,
-        "images-per-client": data.images_per_client, "image-size": data.image_size,
-        "mask-source": data.mask_source, "firewall": data.firewall, "non-iid": data.non_iid,
-        "eval-fraction": data.eval_fraction, "seed": data.seed,
-    }
+    """The Flower run config (``[tool.flwr.app.config]`` keys) for this Hydra config: the
+    groups' keys by :data:`RUN_CONFIG_GROUPS`' rule, and what the simulation itself decides
+    (rounds, how many nodes a round needs, where the outputs go)."""
+    settings = {"num-server-rounds": cfg.simulation.rounds, "min-nodes": cfg.simulation.num_clients,
+                "output-dir": str(output_dir)}
+    for group in RUN_CONFIG_GROUPS:
+        for key, value in cfg[group].items():
+            settings[group if key == "name" else key.replace("_", "-")] = value
+    return settings
 
 
 def run_identity(settings: dict, num_clients: int) -> dict:

@@ -9,6 +9,7 @@ import torch
 from deid_client.editing.backends import ModelNotFoundError, backend_for, load_backend
 from deid_client.cli import main
 from deid_client.editing.flowedit import flowedit
+from deid_client.firewall.config import published_edit
 from deid_client.io.images import read_image, write_image
 from deid_client.phantom import make_phantom
 from research.tiny_pipelines import save_tiny_pipeline, tiny_flux_pipeline, tiny_sd3_pipeline
@@ -50,7 +51,7 @@ class TransformerCalls:
 
 
 def test_identical_conditioning_is_exact_through_real_models(backend, image):
-    settings = backend.settings("a face", "a face", steps=10, n_max=7, gamma_src=4.0,
+    settings = published_edit(backend.family, "a face", "a face", steps=10, n_max=7, gamma_src=4.0,
                                 gamma_tgt=4.0)
     x = backend._to_model_space(backend.encode_images([image], (80, 96)))
     v_src, v_tgt, v_pair = backend.velocities([settings], (80, 96))
@@ -61,7 +62,7 @@ def test_identical_conditioning_is_exact_through_real_models(backend, image):
 
 @pytest.mark.parametrize("n_max, n_avg", [(7, 1), (4, 2)])
 def test_one_batched_transformer_call_per_sample_and_step(backend, image, n_max, n_avg):
-    settings = backend.settings(SRC, TGT, steps=10, n_max=n_max, n_avg=n_avg)
+    settings = published_edit(backend.family, SRC, TGT, steps=10, n_max=n_max, n_avg=n_avg)
     with TransformerCalls(backend) as calls:
         out = backend.edit(image, settings)
     assert out.shape == image.shape and out.dtype == np.uint8
@@ -80,7 +81,7 @@ def test_a_side_at_guidance_one_runs_its_conditional_rows_only(image, gamma_src,
     """u + 1 (c - u) is c: an unguided side skips its unconditional evaluation, and its
     velocity is the conditional one that the guided formula gives at gamma 1."""
     backend = backend_for(tiny_sd3_pipeline(), max_sequence_length=16)
-    settings = backend.settings(SRC, TGT, steps=10, n_max=7, gamma_src=gamma_src, gamma_tgt=gamma_tgt)
+    settings = published_edit(backend.family, SRC, TGT, steps=10, n_max=7, gamma_src=gamma_src, gamma_tgt=gamma_tgt)
     x = backend._to_model_space(backend.encode_images([image] * 2, (80, 96)))
     z = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     with TransformerCalls(backend) as calls:
@@ -102,11 +103,11 @@ def test_schedules_are_the_families(backend):
     x = torch.zeros(1, 48, 64) if backend.family == "flux" else torch.zeros(1, 4, 8, 8)
     sigmas = backend.sigmas(28, x)
     assert sigmas[0] == 1.0 and sigmas[-1] == 0.0 and len(sigmas) == 29
-    assert backend.defaults["steps"] == (50 if backend.family == "sd3" else 28)
+    assert published_edit(backend.family, SRC, TGT).steps == (50 if backend.family == "sd3" else 28)
 
 
 def test_seed_and_key_decide_the_result(backend, image):
-    settings = backend.settings(SRC, TGT, steps=6, n_max=4)
+    settings = published_edit(backend.family, SRC, TGT, steps=6, n_max=4)
     a = backend.edit(image, settings)
     other = make_phantom(1, 96).image[:80]
     backend.edit(other, settings)  # another image in between changes nothing
@@ -120,7 +121,7 @@ def test_prompts_are_encoded_once(backend, image, monkeypatch):
     original = backend._encode_prompt
     monkeypatch.setattr(backend, "_encode_prompt", lambda text: encoded.append(text) or original(text))
     backend._prompts.clear()
-    settings = backend.settings(SRC, TGT, steps=4, n_max=2)
+    settings = published_edit(backend.family, SRC, TGT, steps=4, n_max=2)
     backend.edit(image, settings)
     backend.edit(image[::-1].copy(), settings)
     assert sorted(encoded) == sorted(set(encoded)) and SRC in encoded and TGT in encoded
@@ -128,7 +129,7 @@ def test_prompts_are_encoded_once(backend, image, monkeypatch):
 
 def test_any_size_comes_back_at_input_size(backend):
     odd = make_phantom(2, 96).image[5:75, 3:93]  # 70 x 90
-    settings = backend.settings(SRC, TGT, steps=4, n_max=2, max_side=64)
+    settings = published_edit(backend.family, SRC, TGT, steps=4, n_max=2, max_side=64)
     assert backend.edit(odd, settings).shape == odd.shape
 
 
@@ -136,15 +137,15 @@ def test_free_text_encoders_keeps_cached_prompts(image):
     backend = backend_for(tiny_sd3_pipeline(), max_sequence_length=16)
     backend.free_text_encoders("", SRC, TGT)
     assert backend.pipe.text_encoder is None and backend.pipe.text_encoder_3 is None
-    assert backend.edit(image, backend.settings(SRC, TGT, steps=4, n_max=2)).shape == image.shape
+    assert backend.edit(image, published_edit(backend.family, SRC, TGT, steps=4, n_max=2)).shape == image.shape
     with pytest.raises(ValueError, match="freed"):
-        backend.edit(image, backend.settings(SRC, "a new prompt", steps=4, n_max=2))
+        backend.edit(image, published_edit(backend.family, SRC, "a new prompt", steps=4, n_max=2))
 
 
 def test_flux_schnell_has_no_guidance_input(image):
     backend = backend_for(tiny_flux_pipeline(guidance_embeds=False), max_sequence_length=16)
     with TransformerCalls(backend) as calls:
-        backend.edit(image, backend.settings(SRC, TGT, steps=4, n_max=3))
+        backend.edit(image, published_edit(backend.family, SRC, TGT, steps=4, n_max=3))
     assert len(calls) == 3 and all(c["guidance"] is None for c in calls)
 
 
@@ -174,7 +175,7 @@ def test_edit_cli_end_to_end(saved, kind, tmp_path, capsys):
 def test_loaded_backend_matches_in_memory_pipeline(saved, image):
     loaded = load_backend(saved["sd3"], max_sequence_length=16)
     fresh = backend_for(tiny_sd3_pipeline(), max_sequence_length=16)
-    settings = fresh.settings(SRC, TGT, steps=5, n_max=3)
+    settings = published_edit(fresh.family, SRC, TGT, steps=5, n_max=3)
     assert np.array_equal(loaded.edit(image, settings), fresh.edit(image, settings))
 
 

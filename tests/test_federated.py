@@ -16,7 +16,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, Metadata, Metric
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedProx, Result
 
 from deid_client.io.images import read_image, write_image
-from deid_client.task.data import DataConfig, load_node_data, training_mask
+from deid_client.task.data import load_node_data, training_mask
+from tests.runconfig import data_settings
 from deid_client.phantom import make_phantom
 from deid_client.task.segmentation import build_unet, evaluate, train_epochs
 from server.history import RunRecorder
@@ -162,13 +163,13 @@ def test_strategy_choices(model_state):
 
 
 def test_node_data_is_prepared_once_and_cached(tmp_path):
-    config = DataConfig(partition_id=1, num_partitions=2, images_per_client=8, image_size=64)
+    config = data_settings(partition_id=1, num_partitions=2, images_per_client=8, image_size=64)
     first = load_node_data(config, tmp_path)
     assert list(tmp_path.glob("node-data-*.npz")) and not list(tmp_path.glob(".*"))
     again = load_node_data(config, tmp_path)
     assert np.array_equal(first.train_images, again.train_images)
     assert first.eval_images.shape[1:] == (64, 64, 3) and first.eval_masks.dtype == bool
-    other = DataConfig(partition_id=0, num_partitions=2, images_per_client=8, image_size=64)
+    other = data_settings(partition_id=0, num_partitions=2, images_per_client=8, image_size=64)
     assert not np.array_equal(load_node_data(other, tmp_path).train_images[:1],
                               first.train_images[:1])
 
@@ -182,7 +183,7 @@ def test_mask_sources_differ_as_designed():
     assert (oracle & p.mask).sum() / (oracle | p.mask).sum() > 0.85
     assert (naive & p.mask).sum() / (naive | p.mask).sum() < 0.5
     with pytest.raises(ValueError, match="mask-source"):
-        DataConfig(mask_source="magic")
+        data_settings(mask_source="magic")
 
 
 def test_folder_data_for_a_real_site(tmp_path):
@@ -191,7 +192,7 @@ def test_folder_data_for_a_real_site(tmp_path):
     cases = plan_cohort(7, 1, seed=3)
     write_cohort(cases[:6], tmp_path / "site", size=80, progress=False)
     site = tmp_path / "site" / "hospital_0"
-    config = DataConfig(data_dir=str(site), image_size=64, eval_fraction=0.34)
+    config = data_settings(data_dir=str(site), image_size=64, eval_fraction=0.34)
     data = load_node_data(config, tmp_path / "cache")
     assert data.train_images.shape == (4, 64, 64, 3) and data.eval_masks.shape == (2, 64, 64)
     # New photos at the site: the cache must not hide them.
@@ -213,7 +214,7 @@ def test_a_folder_of_photos_alone_is_a_node(tmp_path, caplog):
     (tmp_path / "cohort" / "hospital_0" / "images").rename(site / "images")
     (site / "images" / "scan.png").write_bytes(b"\x89PNG broken")
     with caplog.at_level("WARNING"):
-        data = load_node_data(DataConfig(data_dir=str(site), image_size=64), tmp_path / "cache")
+        data = load_node_data(data_settings(data_dir=str(site), image_size=64), tmp_path / "cache")
     (firewall,) = (tmp_path / "cache").glob("firewall-*")
     manifest = json.loads((firewall / "manifest.json").read_text())
     assert manifest["released"] + manifest["refused"] == 5 and manifest["released"] >= 3
@@ -226,7 +227,7 @@ def test_a_folder_of_photos_alone_is_a_node(tmp_path, caplog):
     for surrogate in data.train_images:  # trained on surrogates, none of them a patient's photo
         assert min(np.abs(surrogate.astype(int) - original).mean() for original in originals) > 5
     with pytest.raises(ValueError, match="healthy"):
-        load_node_data(DataConfig(data_dir=str(site), image_size=64, mask_source="oracle"))
+        load_node_data(data_settings(data_dir=str(site), image_size=64, mask_source="oracle"))
 
 
 def test_fedprox_term_pulls_towards_the_global_model():

@@ -174,7 +174,8 @@ def test_without_the_identity_edit_nothing_is_released(tmp_path):
     """identity.n_max=0 (and n_min=0: no sampling steps either) gives the patient back: the
     gate refuses every photo (the patient's own face, or no face to audit), and no file of
     them is written; a node then fails with a clear error instead of training on patients."""
-    from deid_client.task.data import DataConfig, load_node_data
+    from deid_client.task.data import load_node_data
+    from tests.runconfig import data_settings
     from deid_client.phantom import plan_cohort, write_cohort
 
     write_cohort(plan_cohort(6, 1, seed=2), tmp_path / "cohort", size=64, progress=False)
@@ -188,26 +189,27 @@ def test_without_the_identity_edit_nothing_is_released(tmp_path):
     faces = [e for e in manifest["photos"] if e["identity_distance"] is not None]
     assert faces and all(e["identity_distance"] < 0.1 for e in faces)  # the patient, unchanged
     with pytest.raises(ValueError, match="no photo made it through the firewall"):
-        load_node_data(DataConfig(data_dir=str(site), image_size=64,
-                                  firewall=("identity.n_max=0", "identity.n_min=0")))
+        load_node_data(data_settings(data_dir=str(site), image_size=64,
+                                     firewall=("identity.n_max=0", "identity.n_min=0")))
 
 
 def test_a_photo_without_a_face_is_refused_without_new_draws(tmp_path):
     """The gate cannot audit a patient photo without a face on any draw: it is refused
     after one (and a photo with a face that is refused is retried gate.retries times)."""
-    from deid_client.firewall.folder import Photo, run_firewall
+    from deid_client.firewall import Firewall, Photo, run_folder
 
     cfg = compose_firewall(["gate.retries=2", "identity.n_max=0", "identity.n_min=0"])
     backend = cfg.model.load()
+    firewall = Firewall(cfg, backend)
     calls = []
     edit_batch = backend.edit_batch
     backend.edit_batch = lambda images, *a, **k: calls.append(len(images)) or edit_batch(images, *a, **k)
     coffee = Photo(lambda: skdata.coffee()[::8, ::8], "coffee.png")
-    report = run_firewall(backend, [coffee], tmp_path / "a", cfg, progress=False)
+    report = run_folder(firewall, [coffee], tmp_path / "a", progress=False)
     assert report.refused and len(calls) == 2  # one draw: heal, then the identity edit
     face = Photo(lambda: skdata.astronaut()[20:276:4, 130:386:4], "astronaut.png")  # 64 px, a face
     calls.clear()
-    report = run_firewall(backend, [face], tmp_path / "b", cfg, progress=False)
+    report = run_folder(firewall, [face], tmp_path / "b", progress=False)
     assert report.refused and len(calls) == 2 * 3  # the patient unchanged on all three draws
 
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,9 @@ def test_the_wheel_runs_the_firewall_outside_the_repository(tmp_path):
                             "--quiet", "-w", str(wheels), str(REPO)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = wheels.glob("deid_client-*.whl")
+    with zipfile.ZipFile(wheel) as archive:  # the product only: no research, tests or simulations
+        packages = {name.split("/")[0] for name in archive.namelist() if name.endswith(".py")}
+    assert packages == {"deid_client", "server"}, packages
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"

@@ -30,13 +30,10 @@ from deid_client.phantom_flow import (
 )
 from deid_client.phantom_flow.prompts import SEX_WORDS, SKIN_WORDS, TEMPLATE, attributes_of
 from deid_client.phantom_flow.train import render_training_set, train
-from deid_client.firewall.pipeline import (
-    heal_settings,
-    healthy_settings,
-    make_surrogate,
-    make_surrogates,
-    twin_settings,
-)
+from dataclasses import replace
+
+from deid_client.firewall import Firewall
+from deid_client.firewall.config import published_edit
 
 
 def surrogate_targets(person, count, rng, min_change=1):
@@ -95,14 +92,15 @@ def test_shipped_weights_are_small_safetensors():
 def test_identical_prompts_return_the_image_exactly(backend):
     image = make_phantom(1, 64).image
     prompt = "a photo of a woman, with facial erythema"
-    same = backend.settings(prompt, prompt, gamma_tgt=PhantomBackend.defaults["gamma_src"])
+    published = published_edit("phantom", prompt, prompt)
+    same = published.with_overrides(gamma_tgt=published.gamma_src)
     assert np.array_equal(backend.edit(image, same), image)
 
 
 def test_edit_is_seeded_and_sized(backend):
     image = make_phantom(2, 64).image
-    settings = backend.settings("a photo of a person, with facial erythema",
-                                "a photo of a man with dark skin, with facial erythema")
+    settings = published_edit("phantom", "a photo of a person, with facial erythema",
+                              "a photo of a man with dark skin, with facial erythema")
     first = backend.edit(image, settings)
     assert first.shape == image.shape and not np.array_equal(first, image)
     assert np.array_equal(first, backend.edit(image, settings))
@@ -155,9 +153,7 @@ def test_twin_edit_removes_the_lesion_and_little_else(backend, cfg):
     ious, outside = [], []
     for kind in LESION_KINDS:
         phantom = render_phantom(sample_identity(rng), sample_lesion(rng, kind), 64)
-        prompt = prompt_for(phantom.identity)
-        twin = backend.edit(phantom.image, heal_settings(
-            cfg.identity.with_overrides(source_prompt=prompt), cfg.twin, cfg.prompts))
+        (twin,) = Firewall(cfg, backend).heal([phantom.image], [attributes_of(phantom.identity)])
         ious.append(iou(differential_mask(phantom.image, twin, cfg.theta), phantom.mask))
         outside.append(np.abs(erythema_map(phantom.image, twin)[~phantom.mask]).mean())
     assert np.mean(ious) > 0.5, ious
@@ -175,17 +171,18 @@ def test_surrogate_masks_find_the_patients_lesion(backend, cfg, low, twin_from, 
     sweep patients; the stage-3 weights, without the carry term, 0.20 from the surrogate at
     the earlier guidance 4). 24 surrogates: with 8 a draw's mean strays by 0.1 or more."""
     rng = np.random.default_rng(21)
-    photos, edits, truths = [], [], []
+    photos, targets, known, truths = [], [], [], []
     for kind in LESION_KINDS * 3:
         person = sample_identity(rng)
         phantom = render_phantom(person, sample_lesion(rng, kind), 64)
         for target in surrogate_targets(person, 2, rng, min_change=cfg.min_change):
             photos.append(phantom.image)
-            edits.append((cfg if lesion == "carried" else low).identity.with_overrides(
-                source_prompt=prompt_for(person), target_prompt=target))
+            targets.append(target)
+            known.append(attributes_of(person))
             truths.append(phantom.mask)
-    results = make_surrogates(backend, photos, edits, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
-                              twin_from=twin_from, lesion=lesion)
+    level = cfg if lesion == "carried" else low
+    results = Firewall(replace(level, twin_from=twin_from, lesion=lesion), backend).synthesise(
+        photos, targets, known)
     ious = [iou(r.mask, truth) for r, truth in zip(results, truths, strict=True)]
     assert np.mean(ious) > bar, np.round(ious, 2)
 
@@ -197,14 +194,13 @@ def test_twin_from_the_patient_is_the_same_synthetic_person(backend, low):
     rng = np.random.default_rng(8)
     person = sample_identity(rng)
     phantom = render_phantom(person, sample_lesion(rng, "malar"), 64)
-    settings = low.identity.with_overrides(source_prompt=prompt_for(person),
-                                           target_prompt=surrogate_targets(person, 1, rng)[0])
-    unchanged = make_surrogate(backend, phantom.image, settings, low.twin.with_overrides(n_max=0),
-                               prompts=low.prompts, theta=low.theta)
-    assert np.array_equal(unchanged.healthy, unchanged.image) and not unchanged.mask.any()
-    healed = make_surrogate(backend, phantom.image, settings, low.twin, prompts=low.prompts, theta=low.theta)
-    assert np.array_equal(healed.image, unchanged.image)  # the same surrogate either way
-    change = np.abs(erythema_map(healed.image, healed.healthy))
+    photo, target, known = phantom.image, surrogate_targets(person, 1, rng)[0], attributes_of(person)
+    no_heal = Firewall(replace(low, twin=low.twin.with_overrides(n_max=0)), backend)
+    (unchanged,) = no_heal.synthesise([photo], [target], [known])
+    assert np.array_equal(unchanged.twin, unchanged.surrogate) and not unchanged.mask.any()
+    (healed,) = Firewall(low, backend).synthesise([photo], [target], [known])
+    assert np.array_equal(healed.surrogate, unchanged.surrogate)  # the same surrogate either way
+    change = np.abs(erythema_map(healed.surrogate, healed.twin))
     around = morphology.dilation(phantom.mask, morphology.disk(3))
     assert change[around].mean() > 5 * change[~around].mean(), (change[around].mean(),
                                                                  change[~around].mean())
@@ -218,21 +214,23 @@ def test_a_carried_lesion_leaves_the_identity_edit_to_the_twin(backend, cfg):
     rng = np.random.default_rng(5)
     person = sample_identity(rng)
     phantom = render_phantom(person, sample_lesion(rng, "malar"), 64)
-    settings = cfg.identity.with_overrides(source_prompt=prompt_for(person),
-                                           target_prompt=surrogate_targets(person, 1, rng)[0])
-    heal = backend.edit(phantom.image, heal_settings(settings, cfg.twin, cfg.prompts), key="p:twin")
+    target, known = surrogate_targets(person, 1, rng)[0], attributes_of(person)
+    assert cfg.lesion == "carried"
+    (heal,) = Firewall(cfg, backend).heal([phantom.image], [known], keys=["p"])
     heal_mask = differential_mask(phantom.image, heal, cfg.theta)
     assert heal_mask.any()
-    for gamma in (settings.gamma_tgt, 4.0, 6.0):
-        edit = settings.with_overrides(gamma_src=gamma, gamma_tgt=gamma)
-        result = make_surrogate(backend, phantom.image, edit, cfg.twin, prompts=cfg.prompts,
-                                theta=cfg.theta, lesion="carried", key="p")
-        twin = backend.edit(heal, healthy_settings(edit, cfg.prompts), key="p")
-        assert np.array_equal(result.healthy, twin)
+    healthy = cfg.prompts.healthy_prompt
+    for gamma in (cfg.identity.gamma_tgt, 4.0, 6.0):
+        firewall = Firewall(replace(cfg, identity=cfg.identity.with_overrides(gamma_src=gamma, gamma_tgt=gamma)),
+                            backend)
+        (result,) = firewall.synthesise([phantom.image], [target], [known], keys=["p"])
+        edit = firewall.identity_edit(target, known)
+        twin = backend.edit(heal, edit.with_overrides(source_prompt=healthy(edit.source_prompt),
+                                                      target_prompt=healthy(edit.target_prompt)), key="p")
+        assert np.array_equal(result.twin, twin)
         assert iou(result.mask, heal_mask) > 0.9
     with pytest.raises(ValueError, match="twin_from=patient"):
-        make_surrogate(backend, phantom.image, settings, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
-                       twin_from="surrogate", lesion="carried")
+        replace(cfg, twin_from="surrogate")
 
 
 @pytest.mark.parametrize(("twin_from", "lesion"), [("patient", "edited"), ("surrogate", "edited"),
@@ -245,20 +243,18 @@ def test_a_photos_surrogate_does_not_depend_on_its_batch(backend, cfg, twin_from
     people = [sample_identity(rng) for _ in range(8)]
     photos = [render_phantom(p, sample_lesion(rng, LESION_KINDS[i % len(LESION_KINDS)]), 64).image
               for i, p in enumerate(people)]
-    edits = [cfg.identity.with_overrides(source_prompt=prompt_for(p), steps=8, n_max=8, seed=i,
-                                         target_prompt=surrogate_targets(p, 1, rng)[0])
-             for i, p in enumerate(people)]
+    targets = [surrogate_targets(p, 1, rng)[0] for p in people]
+    known = [attributes_of(p) for p in people]
+    firewall = Firewall(replace(cfg, identity=cfg.identity.with_overrides(steps=8, n_max=8),
+                                twin_from=twin_from, lesion=lesion), backend)
     calls = []
     hook = backend.pipe.transformer.register_forward_hook(
         lambda module, args, kwargs, out: calls.append(kwargs["hidden_states"].shape[0]),
         with_kwargs=True)
     try:
-        batched = make_surrogates(backend, photos, edits, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
-                                  twin_from=twin_from, lesion=lesion, batch_size=8)
+        batched = firewall.synthesise(photos, targets, known, batch_size=8)
         batched_calls, calls[:] = list(calls), []
-        alone = [make_surrogate(backend, im, e, cfg.twin, prompts=cfg.prompts, theta=cfg.theta,
-                                twin_from=twin_from, lesion=lesion)
-                 for im, e in zip(photos, edits)]
+        alone = [firewall.synthesise([im], [t], [a])[0] for im, t, a in zip(photos, targets, known)]
     finally:
         hook.remove()
     # one call per step for the whole batch: the twin edit's steps, then the identity edit's
@@ -268,36 +264,43 @@ def test_a_photos_surrogate_does_not_depend_on_its_batch(backend, cfg, twin_from
     assert len(batched_calls) == cfg.twin.n_max + 8 and len(calls) == 8 * len(batched_calls)
     assert max(batched_calls) == 8 * 4 * identity_rows  # 8 photos, 4 guided evaluations each
     for b, a in zip(batched, alone, strict=True):
-        assert np.abs(b.image.astype(int) - a.image).max() <= 1
-        assert np.abs(b.healthy.astype(int) - a.healthy).max() <= 1
-    assert len({r.image.tobytes() for r in batched}) == 8  # eight different people
+        assert np.abs(b.surrogate.astype(int) - a.surrogate).max() <= 1
+        assert np.abs(b.twin.astype(int) - a.twin).max() <= 1
+    assert len({r.surrogate.tobytes() for r in batched}) == 8  # eight different people
 
 
-def test_make_surrogate_gives_a_new_person_a_twin_and_a_mask(backend, cfg):
+def test_the_firewall_gives_a_new_person_a_twin_a_mask_and_a_verdict(backend, cfg):
+    """Target -> identity edit -> twin -> mask -> gate, one result per photo, reproducible."""
     rng = np.random.default_rng(5)
-    person = sample_identity(rng, skin_type=2)
-    phantom = render_phantom(person, sample_lesion(rng, "malar"), 64)
-    target = surrogate_targets(person, 1, rng)[0]
-    result = make_surrogate(backend, phantom.image, cfg.identity.with_overrides(
-        source_prompt=prompt_for(person), target_prompt=target), cfg.twin, prompts=cfg.prompts,
-        theta=cfg.theta, lesion=cfg.lesion)
-    assert result.image.shape == result.healthy.shape == phantom.image.shape
-    assert result.mask.dtype == bool and result.mask.shape == phantom.mask.shape
-    assert np.abs(result.image.astype(int) - phantom.image).mean() > 10  # a visibly new person
-    assert not np.array_equal(result.healthy, result.image)  # the twin lost the condition
+    people = [sample_identity(rng, skin_type=2) for _ in range(2)]
+    phantoms = [render_phantom(p, sample_lesion(rng, "malar"), 64) for p in people]
+    firewall = Firewall(cfg, backend)
+    results = firewall([p.image for p in phantoms], [attributes_of(p) for p in people])
+    for result, phantom, person in zip(results, phantoms, people, strict=True):
+        assert result.surrogate.shape == result.twin.shape == phantom.image.shape
+        assert result.mask.dtype == bool and result.mask.shape == phantom.mask.shape
+        assert np.abs(result.surrogate.astype(int) - phantom.image).mean() > 10  # a visibly new person
+        assert not np.array_equal(result.twin, result.surrogate)  # the twin lost the condition
+        assert result.verdict is not None and result.seed == cfg.identity.seed
+        assert _steps_from(person, result.target) >= cfg.min_change
+        if result.released:
+            assert result.verdict.distance >= cfg.gate.threshold
+    (again,) = firewall([phantoms[1].image], [attributes_of(people[1])])  # alone: the same result
+    assert again.target == results[1].target and np.array_equal(again.surrogate, results[1].surrogate)
 
 
-def test_surrogate_prompts_and_twin_settings(cfg):
+def test_surrogate_prompts_and_twin_settings(backend, cfg):
     person = sample_identity(np.random.default_rng(0), skin_type=3)
     targets = surrogate_targets(person, 6, np.random.default_rng(0))
     assert len(set(targets)) == 6 and not any("medium skin" in t for t in targets)
-    settings = cfg.identity.with_overrides(target_prompt=targets[0], seed=7)
-    twin = twin_settings(settings, cfg.twin, cfg.prompts)
+    firewall = Firewall(replace(cfg, identity=cfg.identity.with_overrides(seed=7)), backend)
+    twin = firewall.twin_edit(targets[0])  # the twin of a surrogate (twin_from=surrogate)
     assert (twin.source_prompt, twin.target_prompt) == (targets[0], TEMPLATE.healthy_prompt(targets[0]))
     assert (twin.n_max, twin.seed) == (cfg.twin.n_max, 7)
-    heal = heal_settings(settings, cfg.twin, cfg.prompts)
-    assert (heal.source_prompt, heal.target_prompt) == (settings.source_prompt,
-                                                        TEMPLATE.healthy_prompt(settings.source_prompt))
+    source = firewall.identity_edit(targets[0], attributes_of(person)).source_prompt
+    assert source == prompt_for(person)
+    heal = firewall.twin_edit(source)  # the heal of the patient's photo (twin_from=patient)
+    assert (heal.source_prompt, heal.target_prompt) == (source, TEMPLATE.healthy_prompt(source))
     assert (heal.n_max, heal.seed) == (cfg.twin.n_max, 7)
     with pytest.raises(ValueError, match="twin_from"):
         compose_firewall(["twin_from=healthy"])
@@ -346,7 +349,7 @@ def test_edit_cli_with_the_phantom_model(tmp_path, capsys):
                  "--source-prompt", "a photo of a person, with facial erythema",
                  "--target-prompt", "a photo of a man with grey hair, with facial erythema"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["family"] == "phantom" and report["settings"]["n_max"] == PhantomBackend.defaults["n_max"]
+    assert report["family"] == "phantom" and report["settings"]["n_max"] == published_edit("phantom", "a", "b").n_max
     assert (tmp_path / "out.png").is_file()
 
 
@@ -367,15 +370,18 @@ def test_training_is_reproducible_and_moves_the_weights():
 
 
 def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeypatch, cfg):
-    import deid_client.firewall.folder as firewall_module
-    from deid_client.task.data import DataConfig, phantom_partition, load_node_data
+    from deid_client.task.data import load_node_data, phantom_partition
+    from tests.runconfig import data_settings
 
-    edits = []  # the identity edit of every surrogate the node makes (the real make_surrogates)
-    real = firewall_module.make_surrogates
-    monkeypatch.setattr(firewall_module, "make_surrogates",
-                        lambda backend, images, identities, *a, **k: edits.extend(identities)
-                        or real(backend, images, identities, *a, **k))
-    config = DataConfig(images_per_client=4, image_size=64, mask_source="surrogate", seed=3)
+    edits = []  # the identity edit of every surrogate the node makes (the real Firewall's)
+    real = Firewall.synthesise
+
+    def spy(self, images, targets, attributes=None, **kwargs):
+        edits.extend(self.identity_edit(t, a) for t, a in zip(targets, attributes, strict=True))
+        return real(self, images, targets, attributes, **kwargs)
+
+    monkeypatch.setattr(Firewall, "synthesise", spy)
+    config = data_settings(images_per_client=4, image_size=64, mask_source="surrogate", seed=3)
     data = load_node_data(config, tmp_path)
     samples = phantom_partition(config)
     originals = [image for image, *_ in samples]
@@ -396,10 +402,10 @@ def test_surrogate_node_cache_follows_the_firewall_settings():
     """A node's surrogate data depends on the firewall's settings too: changing them must
     not reuse surrogates made with the old ones (other mask sources ignore them, but for
     the oracle's theta)."""
-    from deid_client.task.data import DataConfig
+    from tests.runconfig import data_settings
 
     def keys(*firewall):
-        return [DataConfig(mask_source=m, firewall=firewall).key() for m in ("surrogate", "oracle")]
+        return [data_settings(mask_source=m, firewall=firewall).key() for m in ("surrogate", "oracle")]
 
     before = keys()
     assert keys("identity.gamma_src=3")[0] != before[0] and keys("identity.gamma_src=3")[1] == before[1]

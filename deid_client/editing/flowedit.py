@@ -1,4 +1,4 @@
-"""FlowEdit: inversion-free editing with a rectified-flow model (ARCHITECTURE section 3).
+"""FlowEdit: inversion-free editing with a rectified-flow model (docs/design.md, How it works).
 
 The sampler knows nothing of any model: it takes velocity callables. Model
 backends (SD3, FLUX, the phantom model) wrap their transformers into such

@@ -1,4 +1,4 @@
-"""The differential erythema mask (ARCHITECTURE section 4).
+"""The differential erythema mask (docs/design.md, How it works).
 
 ``D = a*(pathological) - a*(healthy)`` in CIELAB (D65, from sRGB), and the mask
 is ``D > theta``. Thresholds are calibrated over a cohort against reference

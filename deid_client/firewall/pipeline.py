@@ -176,9 +176,9 @@ class Firewall:
         twin_keys = [f"{k}:twin" for k in keys]
         if cfg.twin_from == "surrogate":
             surrogates = backend.edit_batch(photos, edits, keys=keys)
-            return surrogates, backend.edit_batch(surrogates, [self._heal(e.target_prompt) for e in edits],
+            return surrogates, backend.edit_batch(surrogates, [self.twin_edit(e.target_prompt) for e in edits],
                                                   keys=twin_keys)
-        healed = backend.edit_batch(photos, [self._heal(e.source_prompt) for e in edits], keys=twin_keys)
+        healed = backend.edit_batch(photos, [self.twin_edit(e.source_prompt) for e in edits], keys=twin_keys)
         if cfg.lesion == "carried":  # the identity edit makes the twin; the lesion is added to it
             twins = backend.edit_batch(healed, [self._healthy(e) for e in edits], keys=keys)
             return [carry_lesion(p, h, t, cfg.theta) for p, h, t in zip(photos, healed, twins)], twins
@@ -191,10 +191,10 @@ class Firewall:
         """The patients' own photos healed by the twin edit, as the firewall heals them on
         the way (``twin_from="patient"``): for research baselines; never released."""
         images, attributes, keys = self._inputs(images, attributes, keys)
-        edits = [self._heal(self.cfg.prompts.describe(a)) for a in attributes]
+        edits = [self.twin_edit(self.cfg.prompts.describe(a)) for a in attributes]
         return self.backend.edit_batch(images, edits, keys=[f"{k}:twin" for k in keys])
 
-    def _heal(self, prompt: str) -> EditSettings:
+    def twin_edit(self, prompt: str) -> EditSettings:
         """The twin edit: ``prompt`` -> its healthy version, with the identity edit's seed."""
         return self.cfg.twin.with_overrides(source_prompt=prompt, target_prompt=self.cfg.prompts.healthy_prompt(
             prompt), seed=self.cfg.identity.seed)

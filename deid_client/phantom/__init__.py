@@ -1,4 +1,4 @@
-"""Skin phantoms: procedurally drawn faces with exact ground truth (ARCHITECTURE section 5).
+"""Skin phantoms: procedurally drawn faces with exact ground truth (docs/design.md, How it works).
 
 >>> p = make_phantom(seed=0, size=64)
 >>> other = render_phantom(sample_identity(np.random.default_rng(1)), p.lesion, size=64)

@@ -24,7 +24,7 @@ def phantom_weights_dir() -> Path:
     package's own copy, else the installed ``deid-client`` distribution's.
 
     A Flower app imports this package from its FAB, and a FAB carries code, not
-    weights (ARCHITECTURE: only small text files travel); the SuperNode's installed
+    weights (docs/design.md, Environment: only small text files travel); the SuperNode's installed
     copy (a wheel, a Docker image, an editable checkout) has them.
     """
     if os.environ.get(WEIGHTS_ENV):

@@ -17,7 +17,7 @@ __all__ = ["PhantomBackend"]
 
 
 class PhantomBackend(SD3Backend):
-    """FlowEdit with the shipped ``PhantomFlowPipeline`` (see ``deid_client/conf/flowedit/phantom.yaml``).
+    """FlowEdit with the shipped ``PhantomFlowPipeline`` (see ``deid_client/firewall/conf/flowedit/phantom.yaml``).
 
     Images are worked on at 64 px at most (the model's size) and returned at
     their input size.

@@ -1,0 +1,17 @@
+"""The run config's defaults, from their one owner (pyproject's ``[tool.flwr.app.config]``)."""
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+from deid_client.task.data import DataConfig
+
+RUN_CONFIG = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+                           )["tool"]["flwr"]["app"]["config"]
+
+
+def data_settings(**fields) -> DataConfig:
+    """A node's ``DataConfig`` with the run config's defaults, and ``fields`` changed."""
+    shared = {f.name: RUN_CONFIG[f.name.replace("_", "-")] for f in dataclasses.fields(DataConfig)
+              if not f.metadata.get("node")}
+    return DataConfig(**(shared | fields))
