@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+import _repo  # noqa: F401  (research/ and simulations/ from the checkout)
 from deid_client.firewall.config import compose_firewall
 from research.evaluation import distribution_report
 from deid_client.figures import histogram_figure, save_figure

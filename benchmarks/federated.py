@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+import _repo  # noqa: F401  (research/ and simulations/ from the checkout)
 from deid_client.task.data import DataConfig, load_node_data
 from simulations.engine import run_simulation
 

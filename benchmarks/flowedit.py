@@ -35,6 +35,7 @@ import time
 import numpy as np
 import torch
 
+import _repo  # noqa: F401  (research/ and simulations/ from the checkout)
 from deid_client.editing.backends import backend_for
 from deid_client.firewall.config import published_edit
 from deid_client.phantom import make_phantom

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+import _repo  # noqa: F401  (research/ and simulations/ from the checkout)
 from deid_client.firewall.config import compose_firewall
 from deid_client.figures import comparison_overlay, image_grid, mask_overlay, save_figure, tradeoff_figure
 from deid_client.io.images import write_image

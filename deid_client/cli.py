@@ -299,6 +299,21 @@ def _firewall(args) -> int:
     return EXIT_PARTIAL if report.errors else 0
 
 
+def _research(module: str):
+    """A module of the repository's research code, which the wheel does not carry: from
+    the import path, else from a checkout in the working folder."""
+    import importlib
+
+    checkout = Path.cwd()
+    if (checkout / "research" / "__init__.py").is_file() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))
+    try:
+        return importlib.import_module(f"research.{module}")
+    except ImportError:
+        raise ValueError(f"`deid-client {module}` is research code: run it in a checkout of the "
+                         f"repository (research/ is not installed with the package)") from None
+
+
 def _quiet_libraries() -> None:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
@@ -309,11 +324,7 @@ def _quiet_libraries() -> None:
 
 
 def _demo(args) -> int:
-    try:
-        from research.demo import run_demo
-    except ImportError:  # research code is not in the wheel
-        raise ValueError("`deid-client demo` is research code: run it from a checkout of the "
-                         "repository (research/ is not installed with the package)") from None
+    run_demo = _research("demo").run_demo
 
     summary = run_demo(args.output, n_images=args.images, n_hospitals=args.hospitals,
                        size=args.size, seed=args.seed)

@@ -8,7 +8,7 @@ backdrop, clothes, jewellery, flush, lesions) and then asked who a new photo sho
   tone and hair colour: on grayscale photos of the patients with those colours drawn
   anew (:func:`recoloured`), so that only geometry and marks are left to learn;
 - ``dlib``: a real face recogniser never trained on phantoms (dlib's ResNet embedding,
-  :mod:`deid_client.firewall.audit`), nearest neighbour over a gallery of the patients' photos;
+  :mod:`deid_client.firewall.gate`), nearest neighbour over a gallery of the patients' photos;
 - ``mimic``: the CNN trained by an attacker who runs the firewall itself on the patients'
   photos and learns from its outputs too (:class:`MimicAttacker`; the caller makes them).
 
@@ -229,7 +229,7 @@ class DlibAttacker(Attacker):
     name = "dlib"
 
     def __init__(self, images: np.ndarray, labels: np.ndarray):
-        from deid_client.firewall.audit import face_embedding
+        from deid_client.firewall.gate import face_embedding
 
         self._embed = face_embedding
         self.labels = np.asarray(labels)

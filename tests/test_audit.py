@@ -9,8 +9,8 @@ from matplotlib import cbook
 from PIL import Image
 from skimage import data
 
-import deid_client.firewall.audit as audit
-from deid_client.firewall.audit import SAME_PERSON, AuditModelMissing, face_distance, face_embedding
+import deid_client.firewall.gate as gate
+from deid_client.firewall.gate import SAME_PERSON, AuditModelMissing, face_distance, face_embedding
 from research.reid import AwareAttacker, DlibAttacker, grayscale, photo_sessions, recoloured
 
 
@@ -64,7 +64,7 @@ def test_blur_is_not_a_change_of_identity(astronaut):
 def test_missing_models_say_how_to_get_them(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(AuditModelMissing, match="pip install face_recognition_models"):
-        audit._models_dir()
+        gate._models_dir()
 
 
 @pytest.fixture(scope="module")

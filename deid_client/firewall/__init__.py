@@ -5,9 +5,9 @@
 >>> results = Firewall(cfg, cfg.model.load())(photos)   # doctest: +SKIP
 
 ``config`` composes the settings (``conf/``), ``pipeline`` is the :class:`Firewall`
-itself, ``prompts`` the prompt language, ``masks`` the a* mask maths, ``gate`` and
-``audit`` the identity gate and its face recogniser, ``folder`` the batch over a
-hospital folder (manifest, resume) and ``report`` its contact sheet. Nothing here
+itself, ``prompts`` the prompt language, ``masks`` the a* mask maths, ``gate`` the
+identity gate and its face recogniser, ``folder`` the batch over a hospital folder
+(photos, ``attributes.csv``, manifest, resume) and ``report`` its contact sheet. Nothing here
 imports the phantom world unless the phantom preset's model is loaded.
 """
 

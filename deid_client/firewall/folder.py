@@ -35,9 +35,8 @@ from deid_client.firewall.prompts import Attributes
 from deid_client.firewall.config import settings_record
 from deid_client.firewall.report import CONTACT_SHEET, contact_sheet
 from deid_client.io.batch import USER_ERRORS, first_line
-from deid_client.io.images import (IMAGE_SUFFIXES, ImageReadError, atomic_write_bytes, read_image, resize,
-                                   write_image, write_mask)
-from deid_client.io.ingest import list_images
+from deid_client.io.images import (IMAGE_SUFFIXES, ImageReadError, atomic_write_bytes, list_images, read_image,
+                                   resize, write_image, write_mask)
 from deid_client.io.pseudonyms import pseudonym
 
 __all__ = ["Photo", "FolderReport", "run_folder", "folder_photos", "not_photos", "read_manifest", "MANIFEST",

@@ -48,8 +48,7 @@ from tqdm.auto import tqdm
 from deid_client.editing.backends import DiffusersBackend, EditSettings, working_size
 from deid_client.editing.seeds import image_key, image_seed
 from deid_client.firewall.config import FirewallConfig
-from deid_client.firewall.audit import face_embedding
-from deid_client.firewall.gate import Verdict, judge
+from deid_client.firewall.gate import Verdict, face_embedding, judge
 from deid_client.firewall.masks import carry_lesion, differential_mask
 from deid_client.firewall.prompts import Attributes
 

@@ -20,7 +20,7 @@ USER_ERRORS = (ImageReadError, ValueError, OSError)
 
 
 def first_line(exc: BaseException) -> str:
-    """An error as one line for a console or a manifest: its message's first line.
+    r"""An error as one line for a console or a manifest: its message's first line.
 
     >>> first_line(ValueError("bad photo\nmore detail"))
     'bad photo'

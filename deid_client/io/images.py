@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_BYTES",
     "IMAGE_SUFFIXES",
+    "list_images",
     "read_image",
     "write_image",
     "read_mask",
@@ -68,6 +69,19 @@ class CorruptImageError(ImageReadError):
 
 class ImageTooLargeError(ImageReadError):
     """The file or its pixel count exceeds the configured limit."""
+
+
+def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """Image-like files in ``folder`` (by suffix), sorted; hidden files skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder")
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p
+        for p in folder.glob(pattern)
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 def read_image(

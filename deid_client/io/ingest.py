@@ -1,4 +1,7 @@
-"""First stage of the firewall: patient photos in, sanitised pseudonymous copies out."""
+"""Sanitised copies of a folder of photos: metadata-free, under pseudonyms (``deid-client ingest``).
+
+A site tool beside the firewall (which reads photos itself): it lets a site keep or share
+its photos without their file names and metadata."""
 
 from __future__ import annotations
 
@@ -6,23 +9,10 @@ import os
 from pathlib import Path
 
 from deid_client.io.batch import BatchReport, run_batch
-from deid_client.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, write_image
+from deid_client.io.images import DEFAULT_MAX_PIXELS, list_images, read_image, write_image
 from deid_client.io.pseudonyms import pseudonym
 
-__all__ = ["list_images", "ingest_file", "ingest_folder"]
-
-
-def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
-    """Image-like files in ``folder`` (by suffix), sorted; hidden files skipped."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: not a folder")
-    pattern = "**/*" if recursive else "*"
-    return sorted(
-        p
-        for p in folder.glob(pattern)
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+__all__ = ["ingest_file", "ingest_folder"]
 
 
 def ingest_file(

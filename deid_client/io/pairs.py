@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from deid_client.io.images import read_image, read_mask
-from deid_client.io.ingest import list_images
+from deid_client.io.images import list_images
 
 __all__ = ["Triple", "triples_from_folders", "triples_from_cohort", "load_triple"]
 

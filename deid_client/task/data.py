@@ -35,7 +35,7 @@ import numpy as np
 from deid_client.firewall.masks import differential_mask, naive_mask
 from deid_client.io.batch import USER_ERRORS
 from deid_client.io.images import atomic_write_bytes, read_image, read_mask, resize
-from deid_client.io.ingest import list_images
+from deid_client.io.images import list_images
 
 __all__ = ["MASK_SOURCES", "NODE_MODEL_KEYS", "DataConfig", "NodeData", "data_config", "load_node_data",
            "training_mask", "default_cache_dir", "phantom_partition"]
