@@ -7,7 +7,7 @@ For every phantom patient the firewall (``deid_client/firewall/conf/firewall.yam
 model) makes a synthetic healthy version of the original (the twin edit on the
 patient's photo) and a surrogate with its healthy twin. Two pairs are compared, as in
 the paper, by the Bhattacharyya coefficient of their normalised a* histograms and
-the two-sample KS statistic of their a* values (``research.evaluation``):
+the two-sample KS statistic of their a* values (``research.mask_scores``):
 
 - ``original_vs_synthetic_healthy``: the patient's photo and its synthetic healthy version;
 - ``surrogate_vs_twin``: the synthetic pathological twin (surrogate) and its healthy twin;
@@ -30,7 +30,7 @@ import numpy as np
 
 import _repo  # noqa: F401  (research/ and simulations/ from the checkout)
 from deid_client.firewall.config import compose_firewall
-from research.evaluation import distribution_report
+from research.mask_scores import distribution_report
 from deid_client.figures import histogram_figure, save_figure
 from deid_client.firewall.masks import a_star
 from deid_client.phantom import make_phantom

@@ -16,7 +16,8 @@ for each configuration). ``reid_original_<attacker>`` is each one's top-1 rate o
 sessions: an attacker that cannot recognise originals proves nothing. One held-out
 photo per patient is the source: each of ``--identities`` target prompts (alternating
 sex class, ``min_change`` or more steps from the patient) gives one surrogate and its
-healthy twin (``deid_client.firewall.pipeline``), with the settings in ``deid_client/firewall/conf/firewall.yaml``.
+healthy twin (``deid_client.firewall.Firewall``), with the settings in
+``deid_client/firewall/conf/firewall.yaml``.
 ``reid_surrogate_<attacker>`` is the share of surrogates it still attributes to their
 patient (chance: 1 / patients), ``reid_twin_<attacker>`` the same for their healthy
 twins (released with them); ``reid_surrogate`` and ``reid_twin`` are the worst
@@ -156,7 +157,7 @@ def patients(n_patients: int, train_sessions: int, seed: int) -> Patients:
     return cohort
 
 
-def evaluate(overrides: list[str], cohort: Patients, n_identities: int,
+def measure(overrides: list[str], cohort: Patients, n_identities: int,
              pictures: Path | None = None) -> dict:
     """Every figure for one configuration (see the module docstring)."""
     cfg = compose_firewall(overrides)
@@ -283,7 +284,7 @@ def sweep(n_patients: int, n_identities: int, train_sessions: int, out: Path | N
         for point in points:
             overrides = [f"{k}={v}" for k, v in {**base, **point}.items()]
             _log(f"sweep: {' '.join(overrides)}")
-            result = evaluate(overrides, cohort, n_identities)
+            result = measure(overrides, cohort, n_identities)
             rows.append({**point, **{k: round(result[k], 4) for k in (
                 "reid_surrogate", "reid_twin", *(f"reid_{k}_{a}" for a in ATTACKERS
                                                  for k in ("surrogate", "twin")),
@@ -328,7 +329,7 @@ def main() -> None:
         print(json.dumps(rows, indent=1) if args.json else "\n".join(map(str, rows)))
         return
     cohort = patients(args.patients, args.train_sessions, args.seed)
-    result = evaluate(args.overrides, cohort, args.identities, args.pictures)
+    result = measure(args.overrides, cohort, args.identities, args.pictures)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "phantom_deid.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 from deid_client import __version__
-from deid_client.io.batch import USER_ERRORS, BatchReport, run_batch
+from deid_client.io.files import USER_ERRORS, FileReport, each_file
 from deid_client.io.images import IMAGE_SUFFIXES, atomic_write_bytes
 
 EXIT_USAGE, EXIT_PARTIAL = 2, 1
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mask", help="differential erythema mask of one image pair")
     p.add_argument("pathological", type=Path)
-    p.add_argument("healthy", type=Path)
+    p.add_argument("twin", type=Path, help="the same image without the condition (its healthy twin)")
     p.add_argument("-o", "--output", type=Path, required=True, help="mask PNG to write")
     p.add_argument("--theta", type=float,
                    help="a* threshold (default: the firewall config's theta; calibrate finds one)")
@@ -148,7 +148,7 @@ def _print_json(data: dict, output: Path | None = None) -> None:
         atomic_write_bytes(output, text.encode() + b"\n")
 
 
-def _report_errors(report: BatchReport, what: str) -> int:
+def _report_errors(report: FileReport, what: str) -> int:
     for _, error in report.errors:
         print(f"deid-client: skipped: {error}", file=sys.stderr)
     done, failed = len(report.results), len(report.errors)
@@ -177,7 +177,7 @@ def _mask(args) -> int:
         from deid_client.firewall.config import compose_firewall
 
         args.theta = compose_firewall().theta
-    pathological, twin = read_image(args.pathological), read_image(args.healthy)
+    pathological, twin = read_image(args.pathological), read_image(args.twin)
     diff = erythema_map(pathological, twin)
     mask = clean_mask(threshold_mask(diff, args.theta), min_size=args.min_size,
                       max_hole_size=args.max_hole_size)
@@ -236,7 +236,7 @@ def _calibrate(args) -> int:
         triples, unmatched = triples_from_folders(*args.folders)
     else:
         raise ValueError("give PATHOLOGICAL_DIR HEALTHY_DIR REFERENCE_DIR, or --cohort DIR")
-    report = run_batch(triples, difference, desc="difference maps")
+    report = each_file(triples, difference, desc="difference maps")
     report.errors[:0] = unmatched
     if not report.results:
         _report_errors(report, "pairs")

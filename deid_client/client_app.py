@@ -12,7 +12,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from deid_client.task.data import data_config, default_cache_dir, load_node_data
-from deid_client.task.segmentation import build_unet, evaluate, round_lr, train_epochs
+from deid_client.task.segmentation import build_unet, round_lr, score, train_epochs
 
 app = ClientApp()
 
@@ -60,7 +60,7 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate_global(msg: Message, context: Context) -> Message:
     data = _node_data(context)
     if len(data.eval_images):
-        scores = evaluate(_model(msg, context), data.eval_images, data.eval_masks,
+        scores = score(_model(msg, context), data.eval_images, data.eval_masks,
                           device=_train_device(context))
     else:  # no reference masks here: no score, and no weight in the average (server.strategy)
         scores = {"loss": 0.0, "dice": 0.0, "iou": 0.0}

@@ -110,7 +110,7 @@ def heatmap_figure(diff: np.ndarray, *, theta: float | None = None, title: str =
     shown = ax.imshow(diff, cmap="RdBu_r", vmin=-limit, vmax=limit)
     if theta is not None and (diff > theta).any() and (diff <= theta).any():
         ax.contour(diff, levels=[theta], colors="k", linewidths=0.8)
-    fig.colorbar(shown, ax=ax, label="a*(pathological) − a*(healthy)")
+    fig.colorbar(shown, ax=ax, label="a*(pathological) − a*(twin)")
     ax.set_title(title or ("Δa*" if theta is None else f"Δa*, contour at θ = {theta:.2f}"))
     ax.set_axis_off()
     return fig

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from research.evaluation import distribution_report, evaluate_phantoms
+from research.mask_scores import distribution_report, score_phantom_masks
 from deid_client.figures import (comparison_overlay, figure_to_array, heatmap_figure, histogram_figure,
                                  image_grid, mask_overlay)
 from deid_client.io.images import atomic_write_bytes, write_image
@@ -35,7 +35,7 @@ def run_demo(
     report = write_cohort(cases, root / "cohort", size=size, progress=progress,
                           keep_phantoms=True)
     phantoms = [p for _, p in report.results]
-    summary = evaluate_phantoms(phantoms)
+    summary = score_phantom_masks(phantoms)
     theta = summary["theta_star"]
     summary["distribution_first_case"] = distribution_report(phantoms[0].image, phantoms[0].healthy)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from deid_client.task.data import data_config
 from deid_client.task.data import load_node_data
-from deid_client.task.segmentation import build_unet, evaluate, round_lr, train_epochs
+from deid_client.task.segmentation import build_unet, round_lr, score, train_epochs
 
 __all__ = ["train_centralised"]
 
@@ -40,7 +40,7 @@ def train_centralised(run_config: dict, *, num_sites: int, cache_dir: str | Path
         loss = train_epochs(model, images, masks, epochs=int(cfg["local-epochs"]),
                             batch_size=int(cfg["batch-size"]), seed=server_round,
                             lr=round_lr(float(cfg["lr"]), server_round, rounds))
-        scores = evaluate(model, held_images, held_masks)
+        scores = score(model, held_images, held_masks)
         print(f"centralised round {server_round}/{rounds}: train_loss {loss:.4f}  "
               f"eval_dice {scores['dice']:.4f}", flush=True)
         history.append({"round": server_round, "status": "ok", "train_loss": loss,

@@ -81,7 +81,8 @@ def test_a_side_at_guidance_one_runs_its_conditional_rows_only(image, gamma_src,
     """u + 1 (c - u) is c: an unguided side skips its unconditional evaluation, and its
     velocity is the conditional one that the guided formula gives at gamma 1."""
     backend = backend_for(tiny_sd3_pipeline(), max_sequence_length=16)
-    settings = published_edit(backend.family, SRC, TGT, steps=10, n_max=7, gamma_src=gamma_src, gamma_tgt=gamma_tgt)
+    settings = published_edit(backend.family, SRC, TGT, steps=10, n_max=7, gamma_src=gamma_src,
+                              gamma_tgt=gamma_tgt)
     x = backend._to_model_space(backend.encode_images([image] * 2, (80, 96)))
     z = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     with TransformerCalls(backend) as calls:
@@ -137,7 +138,8 @@ def test_free_text_encoders_keeps_cached_prompts(image):
     backend = backend_for(tiny_sd3_pipeline(), max_sequence_length=16)
     backend.free_text_encoders("", SRC, TGT)
     assert backend.pipe.text_encoder is None and backend.pipe.text_encoder_3 is None
-    assert backend.edit(image, published_edit(backend.family, SRC, TGT, steps=4, n_max=2)).shape == image.shape
+    settings = published_edit(backend.family, SRC, TGT, steps=4, n_max=2)
+    assert backend.edit(image, settings).shape == image.shape
     with pytest.raises(ValueError, match="freed"):
         backend.edit(image, published_edit(backend.family, SRC, "a new prompt", steps=4, n_max=2))
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from skimage import color
 
-from research.evaluation import evaluate_phantoms
+from research.mask_scores import score_phantom_masks
 from deid_client.firewall.masks import (
     a_star,
     calibrate_threshold,
@@ -141,7 +141,7 @@ def test_naive_mask_region_and_flat_image():
 def test_acceptance_on_200_phantoms():
     """Issue 2: mean IoU >= 0.95 at theta*; the naive baseline is clearly worse."""
     cases = plan_cohort(200, 4, seed=2026)
-    summary = evaluate_phantoms([render_case(c, 256) for c in cases])
+    summary = score_phantom_masks([render_case(c, 256) for c in cases])
     print({k: v for k, v in summary.items() if k != "per_image_iou"})
     assert summary["differential_iou_mean"] >= 0.95
     assert summary["differential_iou_min"] >= 0.8

@@ -221,8 +221,8 @@ def test_a_carried_lesion_leaves_the_identity_edit_to_the_twin(backend, cfg):
     assert heal_mask.any()
     healthy = cfg.prompts.healthy_prompt
     for gamma in (cfg.identity.gamma_tgt, 4.0, 6.0):
-        firewall = Firewall(replace(cfg, identity=cfg.identity.with_overrides(gamma_src=gamma, gamma_tgt=gamma)),
-                            backend)
+        stronger = cfg.identity.with_overrides(gamma_src=gamma, gamma_tgt=gamma)
+        firewall = Firewall(replace(cfg, identity=stronger), backend)
         (result,) = firewall.synthesise([phantom.image], [target], [known], keys=["p"])
         edit = firewall.identity_edit(target, known)
         twin = backend.edit(heal, edit.with_overrides(source_prompt=healthy(edit.source_prompt),
@@ -349,7 +349,8 @@ def test_edit_cli_with_the_phantom_model(tmp_path, capsys):
                  "--source-prompt", "a photo of a person, with facial erythema",
                  "--target-prompt", "a photo of a man with grey hair, with facial erythema"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["family"] == "phantom" and report["settings"]["n_max"] == published_edit("phantom", "a", "b").n_max
+    assert report["family"] == "phantom"
+    assert report["settings"]["n_max"] == published_edit("phantom", "a", "b").n_max
     assert (tmp_path / "out.png").is_file()
 
 

@@ -10,7 +10,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from deid_client.task.segmentation import build_unet, evaluate, train_epochs
+from deid_client.task.segmentation import build_unet, score, train_epochs
 
 client = ClientApp()
 server = ServerApp()
@@ -45,7 +45,7 @@ def train(msg: Message, context: Context) -> Message:
 @client.evaluate()
 def evaluate_global(msg: Message, context: Context) -> Message:
     images, masks = _load(context, "eval")
-    scores = evaluate(_model(msg, context), images, masks)
+    scores = score(_model(msg, context), images, masks)
     metrics = MetricRecord({f"eval_{k}": v for k, v in scores.items()} | {"num-examples": len(images)})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 

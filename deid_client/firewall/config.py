@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from deid_client.editing.backends import EditSettings
 from deid_client.firewall.gate import GateConfig
 from deid_client.firewall.prompts import PromptTemplate
+from deid_client.io.files import first_line
 
 __all__ = ["ModelConfig", "FirewallConfig", "TwinFrom", "TWIN_FROM", "Lesion", "LESIONS", "config_dir",
            "compose_firewall", "published_edit", "settings_record"]
@@ -102,8 +104,8 @@ def published_edit(family: str, source_prompt: str, target_prompt: str, **overri
     """A model family's published FlowEdit defaults (``conf/flowedit/<family>.yaml``; a
     backend's ``family``) between two prompts, with every non-None ``overrides`` applied.
 
-    >>> published_edit("sd3", "a", "b").gamma_tgt, published_edit("flux", "a", "b", steps=10).steps
-    (13.5, 10)
+    >>> published_edit("sd3", "a", "b").gamma_tgt, published_edit("flux", "a", "b", n_max=20).n_max
+    (13.5, 20)
     """
     with config_dir() as folder:
         path = folder / "flowedit" / f"{family}.yaml"
@@ -139,7 +141,10 @@ def compose_firewall(overrides: Sequence[str] | None = None,
                          f"(it has: {', '.join(levels) or 'none'}; docs/privacy_attackers.md)")
     if levels[level] or site:
         # the level over the preset, the site over the level, the command line over both
-        cfg = _override(OmegaConf.merge(cfg, levels[level], site), given)
+        try:
+            cfg = _override(OmegaConf.merge(cfg, levels[level], site), given)
+        except OmegaConfBaseException as exc:  # e.g. a site file's unknown key
+            raise ValueError(f"config 'firewall': {first_line(exc)}") from None
     required = {"model", "identity", "twin", "prompts", "gate", "theta", "min_size", "twin_from",
                 "lesion", "min_change", "privacy"}
     extra = set(cfg) - required - {"batch_size", "privacy_levels"}
@@ -205,7 +210,6 @@ def _override(cfg: DictConfig, overrides: list) -> DictConfig:
 def _compose(name: str, overrides: Sequence[str] | None) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     with _own_hydra(), config_dir() as folder, initialize_config_dir(config_dir=str(folder),
                                                                      version_base="1.3"):

@@ -34,9 +34,9 @@ from deid_client.firewall.pipeline import Firewall, Result
 from deid_client.firewall.prompts import Attributes
 from deid_client.firewall.config import settings_record
 from deid_client.firewall.report import CONTACT_SHEET, contact_sheet
-from deid_client.io.batch import USER_ERRORS, first_line
-from deid_client.io.images import (IMAGE_SUFFIXES, ImageReadError, atomic_write_bytes, list_images, read_image,
-                                   resize, write_image, write_mask)
+from deid_client.io.files import USER_ERRORS, first_line
+from deid_client.io.images import (IMAGE_SUFFIXES, ImageReadError, atomic_write_bytes, list_images,
+                                   read_image, resize, write_image, write_mask)
 from deid_client.io.pseudonyms import pseudonym
 
 __all__ = ["Photo", "FolderReport", "run_folder", "folder_photos", "not_photos", "read_manifest", "MANIFEST",
@@ -57,10 +57,6 @@ class Photo:
     load: Callable[[], np.ndarray]
     label: str = ""
     attributes: Attributes | None = None
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike, attributes: Attributes | None = None) -> Photo:
-        return cls(lambda: read_image(path), str(path), attributes)
 
 
 @dataclass

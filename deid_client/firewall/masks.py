@@ -1,6 +1,6 @@
 """The differential erythema mask (docs/design.md, How it works).
 
-``D = a*(pathological) - a*(healthy)`` in CIELAB (D65, from sRGB), and the mask
+``D = a*(pathological) - a*(twin)`` in CIELAB (D65, from sRGB), and the mask
 is ``D > theta``. Thresholds are calibrated over a cohort against reference
 masks for all candidates at once.
 """
@@ -47,8 +47,8 @@ def _lab(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
 
 
-def erythema_map(pathological: np.ndarray, healthy: np.ndarray) -> np.ndarray:
-    """Signed difference ``a*(pathological) - a*(healthy)``, float32 H x W, in a* units.
+def erythema_map(pathological: np.ndarray, twin: np.ndarray) -> np.ndarray:
+    """Signed difference ``a*(pathological) - a*(twin)``, float32 H x W, in a* units.
 
     Examples
     --------
@@ -57,12 +57,12 @@ def erythema_map(pathological: np.ndarray, healthy: np.ndarray) -> np.ndarray:
     >>> bool((erythema_map(red, skin) > 10).all())
     True
     """
-    if np.shape(pathological) != np.shape(healthy):
+    if np.shape(pathological) != np.shape(twin):
         raise ValueError(
-            f"pathological and healthy images differ in shape: "
-            f"{np.shape(pathological)} vs {np.shape(healthy)}"
+            f"pathological and twin images differ in shape: "
+            f"{np.shape(pathological)} vs {np.shape(twin)}"
         )
-    return a_star(pathological) - a_star(healthy)
+    return a_star(pathological) - a_star(twin)
 
 
 def threshold_mask(diff: np.ndarray, theta: float) -> np.ndarray:
@@ -84,26 +84,26 @@ def clean_mask(mask: np.ndarray, *, min_size: int = 0, max_hole_size: int = 0) -
 
 def differential_mask(
     pathological: np.ndarray,
-    healthy: np.ndarray,
+    twin: np.ndarray,
     theta: float,
     *,
     min_size: int = 0,
     max_hole_size: int = 0,
 ) -> np.ndarray:
-    """Mask of pixels where ``pathological`` is redder than ``healthy`` by more than ``theta``."""
-    mask = threshold_mask(erythema_map(pathological, healthy), theta)
+    """Mask of pixels where ``pathological`` is redder than ``twin`` by more than ``theta``."""
+    mask = threshold_mask(erythema_map(pathological, twin), theta)
     return clean_mask(mask, min_size=min_size, max_hole_size=max_hole_size)
 
 
-def carry_lesion(pathological: np.ndarray, healthy: np.ndarray, target: np.ndarray,
+def carry_lesion(pathological: np.ndarray, twin: np.ndarray, target: np.ndarray,
                  theta: float) -> np.ndarray:
     """``target`` (uint8 RGB) with the lesion of ``pathological`` added: the CIELAB
-    difference ``pathological - healthy``, where it is erythema.
+    difference ``pathological - twin``, where it is erythema.
 
     The difference is carried in full wherever ``pathological`` is redder than
-    ``healthy`` by ``theta`` or more, faded out below ``theta / 2`` and not carried
+    ``twin`` by ``theta`` or more, faded out below ``theta / 2`` and not carried
     elsewhere, so the result's :func:`differential_mask` against ``target`` is the one
-    of ``pathological`` against ``healthy`` (up to the sRGB gamut) and nothing else of
+    of ``pathological`` against ``twin`` (up to the sRGB gamut) and nothing else of
     ``pathological`` comes along.
 
     >>> skin = np.full((4, 4, 3), (200, 150, 130), np.uint8)
@@ -113,12 +113,12 @@ def carry_lesion(pathological: np.ndarray, healthy: np.ndarray, target: np.ndarr
     >>> bool((differential_mask(out, other, 5.0) == differential_mask(red, skin, 5.0)).all())
     True
     """
-    for name, image in (("pathological", pathological), ("healthy", healthy), ("target", target)):
+    for name, image in (("pathological", pathological), ("twin", twin), ("target", target)):
         _check_rgb(image, name)
-    if not np.shape(pathological) == np.shape(healthy) == np.shape(target):
-        raise ValueError(f"images differ in shape: {np.shape(pathological)}, {np.shape(healthy)}, "
+    if not np.shape(pathological) == np.shape(twin) == np.shape(target):
+        raise ValueError(f"images differ in shape: {np.shape(pathological)}, {np.shape(twin)}, "
                          f"{np.shape(target)}")
-    lab = [_lab(im) for im in (pathological, healthy, target)]
+    lab = [_lab(im) for im in (pathological, twin, target)]
     difference = lab[0] - lab[1]
     weight = np.clip(difference[..., 1] / (theta / 2) - 1.0, 0.0, 1.0)[..., None]
     rgb = cv2.cvtColor(lab[2] + weight * difference, cv2.COLOR_Lab2RGB)

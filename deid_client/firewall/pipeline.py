@@ -175,8 +175,8 @@ class Firewall:
         twin_keys = [f"{k}:twin" for k in keys]
         if cfg.twin_from == "surrogate":
             surrogates = backend.edit_batch(photos, edits, keys=keys)
-            return surrogates, backend.edit_batch(surrogates, [self.twin_edit(e.target_prompt) for e in edits],
-                                                  keys=twin_keys)
+            twin_edits = [self.twin_edit(e.target_prompt) for e in edits]
+            return surrogates, backend.edit_batch(surrogates, twin_edits, keys=twin_keys)
         healed = backend.edit_batch(photos, [self.twin_edit(e.source_prompt) for e in edits], keys=twin_keys)
         if cfg.lesion == "carried":  # the identity edit makes the twin; the lesion is added to it
             twins = backend.edit_batch(healed, [self._healthy(e) for e in edits], keys=keys)
@@ -195,8 +195,9 @@ class Firewall:
 
     def twin_edit(self, prompt: str) -> EditSettings:
         """The twin edit: ``prompt`` -> its healthy version, with the identity edit's seed."""
-        return self.cfg.twin.with_overrides(source_prompt=prompt, target_prompt=self.cfg.prompts.healthy_prompt(
-            prompt), seed=self.cfg.identity.seed)
+        healthy = self.cfg.prompts.healthy_prompt(prompt)
+        return self.cfg.twin.with_overrides(source_prompt=prompt, target_prompt=healthy,
+                                            seed=self.cfg.identity.seed)
 
     def _healthy(self, edit: EditSettings) -> EditSettings:
         """``edit`` between the healthy versions of its prompts: the identity edit of a healed

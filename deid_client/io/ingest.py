@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deid_client.io.batch import BatchReport, run_batch
+from deid_client.io.files import FileReport, each_file
 from deid_client.io.images import DEFAULT_MAX_PIXELS, list_images, read_image, write_image
 from deid_client.io.pseudonyms import pseudonym
 
@@ -42,9 +42,9 @@ def ingest_folder(
     recursive: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
-) -> BatchReport[Path, Path]:
+) -> FileReport[Path, Path]:
     """Ingest every image in a folder; bad files are reported, good ones finish."""
-    return run_batch(
+    return each_file(
         list_images(input_dir, recursive=recursive),
         lambda p: ingest_file(p, output_dir, secret, max_pixels=max_pixels),
         desc="ingest",

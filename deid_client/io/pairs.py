@@ -19,7 +19,7 @@ __all__ = ["Triple", "triples_from_folders", "triples_from_cohort", "load_triple
 class Triple:
     key: str
     pathological: Path
-    healthy: Path
+    twin: Path
     reference: Path | None
 
 
@@ -61,9 +61,9 @@ def triples_from_cohort(cohort_dir: str | os.PathLike) -> list[Triple]:
 
 def load_triple(triple: Triple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The pathological image, its twin and its reference mask (None if it has none)."""
-    pathological, twin = read_image(triple.pathological), read_image(triple.healthy)
+    pathological, twin = read_image(triple.pathological), read_image(triple.twin)
     if pathological.shape != twin.shape:
-        raise ValueError(f"{triple.healthy}: twin is {twin.shape[1::-1]} px, "
+        raise ValueError(f"{triple.twin}: twin is {twin.shape[1::-1]} px, "
                          f"the image {pathological.shape[1::-1]} px")
     if triple.reference is None:
         return pathological, twin, None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deid_client.io.batch import BatchReport, run_batch
+from deid_client.io.files import FileReport, each_file
 from deid_client.io.images import atomic_write_bytes, write_image, write_mask
 from .identity import SEXES, SKIN_TYPES, sample_identity
 from .lesions import LESION_KINDS, sample_lesion
@@ -98,7 +98,7 @@ def write_cohort(
     distractors: bool = True,
     progress: bool = True,
     keep_phantoms: bool = False,
-) -> BatchReport:
+) -> FileReport:
     """Write every case as ``hospital_<h>/{images,healthy,masks}/<case_id>.png``.
 
     ``manifest.json`` (written last, atomically) lists each case with its
@@ -124,7 +124,7 @@ def write_cohort(
         entries[case.case_id] = entry
         return phantom if keep_phantoms else entry
 
-    report = run_batch(cases, write, desc="phantoms", progress=progress)
+    report = each_file(cases, write, desc="phantoms", progress=progress)
     manifest = {"size": size, "distractors": distractors,
                 "hospitals": sorted({c.hospital for c in cases}),
                 "cases": [entries[c.case_id] for c in cases if c.case_id in entries]}

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from deid_client.firewall.masks import differential_mask, naive_mask
-from deid_client.io.batch import USER_ERRORS
+from deid_client.io.files import USER_ERRORS
 from deid_client.io.images import atomic_write_bytes, read_image, read_mask, resize
 from deid_client.io.images import list_images
 
@@ -176,7 +176,8 @@ def load_node_data(config: DataConfig, cache_dir: str | os.PathLike | None = Non
         with np.load(cache) as stored:
             arrays = {k: stored[k] for k in stored.files}
         if "released" in arrays:
-            arrays["train_images"], arrays["train_masks"] = _firewall_pairs(firewall_dir, arrays.pop("released"))
+            released = arrays.pop("released")
+            arrays["train_images"], arrays["train_masks"] = _firewall_pairs(firewall_dir, released)
         return NodeData(**arrays)
     with tempfile.TemporaryDirectory(prefix="deid-firewall-") as scratch:
         data, released = _prepare(config, firewall_dir or Path(scratch))

@@ -14,7 +14,7 @@ from torch import nn
 
 from deid_client.metrics import dice, iou
 
-__all__ = ["build_unet", "DiceBCELoss", "train_epochs", "evaluate", "to_tensors", "round_lr"]
+__all__ = ["build_unet", "DiceBCELoss", "train_epochs", "score", "to_tensors", "round_lr"]
 
 
 def build_unet(encoder: str = "resnet18", depth: int = 3, *, seed: int = 0) -> nn.Module:
@@ -131,7 +131,7 @@ def _augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
 
 
 @torch.no_grad()
-def evaluate(
+def score(
     model: nn.Module,
     images: np.ndarray,
     masks: np.ndarray,

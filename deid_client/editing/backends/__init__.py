@@ -20,7 +20,7 @@ import torch
 from deid_client.editing.backends.base import DiffusersBackend, EditSettings, working_size
 from deid_client.editing.backends.flux import FluxBackend
 from deid_client.editing.backends.sd3 import SD3Backend
-from deid_client.io.batch import first_line
+from deid_client.io.files import first_line
 
 __all__ = ["load_backend", "backend_for", "ModelNotFoundError", "DiffusersBackend", "EditSettings",
            "SD3Backend", "FluxBackend", "PhantomBackend", "PHANTOM", "working_size", "DTYPES"]
@@ -98,7 +98,8 @@ def backend_for(pipe, **kwargs) -> DiffusersBackend:
         from deid_client.editing.backends.phantom import PhantomBackend
 
         return PhantomBackend(pipe, **kwargs)
-    for pipeline_class, backend_class in ((StableDiffusion3Pipeline, SD3Backend), (FluxPipeline, FluxBackend)):
+    for pipeline_class, backend_class in ((StableDiffusion3Pipeline, SD3Backend),
+                                          (FluxPipeline, FluxBackend)):
         if isinstance(pipe, pipeline_class):
             return backend_class(pipe, **kwargs)
     raise ValueError(f"{type(pipe).__name__} is not supported: use an SD3/SD3.5, FLUX.1 or phantom pipeline")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from deid_client.editing.flowedit import Velocity, VelocityPair, flowedit
 from deid_client.editing.seeds import image_generator, image_key
+from deid_client.io.images import resize
 
 __all__ = ["EditSettings", "DiffusersBackend", "working_size", "row_scales", "stack_prompts",
            "batch_for_memory", "CPU_BATCH"]
@@ -235,7 +236,7 @@ class DiffusersBackend:
             for i, edited in zip(members, self.decode_latents(self._from_model_space(z, size))):
                 height, width = images[i].shape[:2]
                 if edited.shape[:2] != (height, width):
-                    edited = np.asarray(Image.fromarray(edited).resize((width, height), Image.LANCZOS))
+                    edited = resize(edited, (height, width), method="lanczos")
                 out[i] = edited
         return out
 

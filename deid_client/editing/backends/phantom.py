@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 
 from deid_client.phantom_flow.pipeline import IMAGE_SIZE, to_image, to_model_space
 from deid_client.editing.backends.sd3 import SD3Backend, _Prompt
+from deid_client.io.images import resize
 
 __all__ = ["PhantomBackend"]
 
 
 class PhantomBackend(SD3Backend):
-    """FlowEdit with the shipped ``PhantomFlowPipeline`` (see ``deid_client/firewall/conf/flowedit/phantom.yaml``).
+    """FlowEdit with the shipped ``PhantomFlowPipeline`` (its settings:
+    ``deid_client/firewall/conf/flowedit/phantom.yaml``).
 
     Images are worked on at 64 px at most (the model's size) and returned at
     their input size.
@@ -41,8 +42,7 @@ class PhantomBackend(SD3Backend):
         if max(size) > IMAGE_SIZE:
             raise ValueError(f"the phantom model works at {IMAGE_SIZE} px at most; "
                              f"set max_side <= {IMAGE_SIZE} (asked for {size[1]}x{size[0]})")
-        images = [im if im.shape[:2] == size else
-                  np.asarray(Image.fromarray(im).resize(size[::-1], Image.LANCZOS)) for im in images]
+        images = [im if im.shape[:2] == size else resize(im, size, method="lanczos") for im in images]
         return to_model_space(np.stack(images)).to(self.execution_device, self.dtype)
 
     @torch.no_grad()

@@ -10,10 +10,10 @@ from deid_client.firewall.masks import a_star, calibrate_threshold, erythema_map
 from deid_client.metrics import bhattacharyya, histogram, iou, ks_statistic
 from deid_client.phantom import Phantom
 
-__all__ = ["evaluate_phantoms", "distribution_report"]
+__all__ = ["score_phantom_masks", "distribution_report"]
 
 
-def evaluate_phantoms(phantoms: Sequence[Phantom], objective: str = "mean") -> dict:
+def score_phantom_masks(phantoms: Sequence[Phantom], objective: str = "mean") -> dict:
     """Calibrate theta* on (image, exact healthy twin) pairs and compare with the baseline.
 
     Returns a JSON-ready dict: theta*, mean/min IoU of the differential mask,

@@ -1,4 +1,5 @@
-"""Run one function over many files: progress bar, per-file errors, the batch goes on."""
+"""Work on many files: errors that belong to one file, their one-line form, and a loop
+that records them and goes on (a progress bar; nothing already done is lost)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from tqdm.auto import tqdm
 
 from deid_client.io.images import ImageReadError
 
-__all__ = ["BatchReport", "run_batch", "USER_ERRORS", "first_line"]
+__all__ = ["FileReport", "each_file", "USER_ERRORS", "first_line"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Errors that belong to one file and must not stop a batch.
+#: Errors that belong to one file and must not stop the others.
 USER_ERRORS = (ImageReadError, ValueError, OSError)
 
 
@@ -29,8 +30,8 @@ def first_line(exc: BaseException) -> str:
 
 
 @dataclass
-class BatchReport(Generic[T, R]):
-    """What a batch did: results of the good items, one-line errors of the others."""
+class FileReport(Generic[T, R]):
+    """What a run over files did: results of the good items, one-line errors of the others."""
 
     results: list[tuple[T, R]] = field(default_factory=list)
     errors: list[tuple[T, str]] = field(default_factory=list)
@@ -40,20 +41,20 @@ class BatchReport(Generic[T, R]):
         return not self.errors
 
 
-def run_batch(
+def each_file(
     items: Iterable[T],
     fn: Callable[[T], R],
     *,
     desc: str = "processing",
     progress: bool = True,
-) -> BatchReport[T, R]:
+) -> FileReport[T, R]:
     """Apply ``fn`` to every item; a user error on one item is recorded, not raised.
 
     Programming errors (``TypeError``, ``KeyError``...) still propagate: hiding
     them would turn bugs into silently skipped patients.
     """
     items = list(items)
-    report: BatchReport[T, R] = BatchReport()
+    report: FileReport[T, R] = FileReport()
     for item in tqdm(items, desc=desc, unit="file", disable=not progress, leave=False):
         try:
             report.results.append((item, fn(item)))
