@@ -23,25 +23,38 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("deid_client", "server")
 
 
-def trace(argv: list[str]) -> tuple[list[str], dict[str, set[str]]]:
+#: The photo's own stretch of the path: from reading it to writing its PNGs and manifest
+#: entry (the config is composed and the model loaded before; the contact sheet after).
+PHOTO_FROM, PHOTO_TO = "read_image", "contact_sheet"
+
+
+def trace(argv: list[str]) -> tuple[list[str], dict[str, set[str]], list[str]]:
     """Project files whose functions run under ``deid_client.cli.main(argv)``, in first-entry
-    order, and the other project files each is entered from."""
+    order; the other project files each is entered from; and the files of the photo's own
+    stretch (:data:`PHOTO_FROM` to :data:`PHOTO_TO`)."""
     from deid_client.cli import main
 
     order: list[str] = []
+    photo: list[str] = []
     entries: dict[str, set[str]] = defaultdict(set)
     stack: list[str | None] = []
+    stretch = {"on": False, "done": False}
 
     def profile(frame, event, arg):
         if event == "call":
             path = Path(frame.f_code.co_filename)
             name = _project_file(path) if frame.f_code.co_name != "<module>" else None
+            if name and frame.f_code.co_name in (PHOTO_FROM, PHOTO_TO) and not stretch["done"]:
+                stretch["on"] = frame.f_code.co_name == PHOTO_FROM
+                stretch["done"] = frame.f_code.co_name == PHOTO_TO
             caller = next((s for s in reversed(stack) if s is not None), None)
             if name is not None and name != caller:
                 if caller is not None:
                     entries[name].add(caller)
                 if name not in order:
                     order.append(name)
+            if name is not None and stretch["on"] and name not in photo:
+                photo.append(name)
             stack.append(name)
         elif event == "return" and stack:
             stack.pop()
@@ -53,7 +66,7 @@ def trace(argv: list[str]) -> tuple[list[str], dict[str, set[str]]]:
         sys.setprofile(None)
     if code not in (0, 1):
         raise SystemExit(f"deid-client {' '.join(argv)} failed with exit code {code}")
-    return order, entries
+    return order, entries, photo
 
 
 def _project_file(path: Path) -> str | None:
@@ -79,10 +92,11 @@ def main() -> None:
         from deid_client.firewall import compose_firewall
 
         compose_firewall()  # Hydra's first compose imports its own modules: not the photo's path
-        order, entries = trace(main_argv)
+        order, entries, photo = trace(main_argv)
     python = [f for f in order if f.endswith(".py")]
     result = {"files": len(python), "path": python,
-              "entered_from_several": {f: sorted(c) for f, c in entries.items() if len(c) > 1}}
+              "entered_from_several": {f: sorted(c) for f, c in entries.items() if len(c) > 1},
+              "photo_files": len(photo), "photo_path": photo}
     if args.json:
         print(json.dumps(result))
         return
@@ -90,6 +104,9 @@ def main() -> None:
     for f in python:
         callers = sorted(entries.get(f, ()))
         print(f"  {f}" + (f"   (entered from {', '.join(callers)})" if len(callers) > 1 else ""))
+    print(f"{len(photo)} of them from reading the photo to writing its PNGs:")
+    for f in photo:
+        print(f"  {f}")
 
 
 if __name__ == "__main__":

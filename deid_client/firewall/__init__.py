@@ -1,8 +1,11 @@
 """The privacy firewall: patient photos -> synthetic surrogates, healthy twins, erythema masks.
 
->>> from deid_client.firewall import Firewall, compose_firewall   # doctest: +SKIP
->>> cfg = compose_firewall(["preset=sd35_medium", "model.id=/models/sd35-medium"])  # doctest: +SKIP
->>> results = Firewall(cfg, cfg.model.load())(photos)   # doctest: +SKIP
+A site with Stable Diffusion 3.5 on disk::
+
+    from deid_client.firewall import Firewall, compose_firewall
+
+    cfg = compose_firewall(["preset=sd35_medium", "model.id=/models/sd35-medium"])
+    results = Firewall(cfg, cfg.model.load())(photos)  # one Result per photo
 
 ``config`` composes the settings (``conf/``), ``pipeline`` is the :class:`Firewall`
 itself, ``prompts`` the prompt language, ``masks`` the a* mask maths, ``gate`` the
