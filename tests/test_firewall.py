@@ -268,3 +268,19 @@ def test_phantom_prompts_are_the_models_own_words():
     photo = compose_firewall(["preset=sd35_medium"])
     assert photo.model.id == "stabilityai/stable-diffusion-3.5-medium"
     assert photo.prompts.healthy_prompt(photo.prompts.describe(None)).endswith("clear, healthy skin")
+
+
+def test_files_that_are_not_photos_are_counted_in_one_line(tmp_path, capsys):
+    """A .heic or .dcm beside the photos is not taken, and the site is told so, once."""
+    site = tmp_path / "site" / "images"
+    site.mkdir(parents=True)
+    Image.fromarray(skdata.astronaut()[::8, ::8]).save(site / "visit.png")
+    for name in ("scan_1.dcm", "scan_2.dcm", "phone.heic"):
+        (site / name).write_bytes(b"not for the firewall")
+    (site / ".DS_Store").write_bytes(b"")  # hidden files are no one's photos
+    code = main(["firewall", str(tmp_path / "site"), "-o", str(tmp_path / "out"), "--secret-file",
+                 str(tmp_path / "s"), RELEASE_NO_FACE, "identity.n_max=0", "identity.n_min=0"])
+    err = capsys.readouterr().err
+    assert code == 0
+    lines = [line for line in err.splitlines() if "not taken as photos" in line]
+    assert len(lines) == 1 and lines[0].startswith("firewall: 3 files not taken as photos (2 .dcm, 1 .heic)")

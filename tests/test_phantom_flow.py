@@ -10,7 +10,7 @@ from skimage import morphology
 from deid_client.editing.backends import ModelNotFoundError, PhantomBackend, load_backend
 from deid_client.cli import main
 from deid_client.firewall.config import compose_firewall
-from deid_client.io.images import write_image
+from deid_client.io.images import read_image, read_mask, write_image
 from deid_client.firewall.masks import differential_mask, erythema_map
 from deid_client.metrics import iou
 from deid_client.phantom import (
@@ -397,6 +397,15 @@ def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeyp
     assert np.array_equal(data.eval_images[0], originals[-1])  # scored on the site's real photos
     cached = load_node_data(config, tmp_path)  # second call: from the cache, identical
     assert np.array_equal(cached.train_images, data.train_images)
+    # one copy of the training pairs: the firewall's own PNGs, not a re-encoded one
+    (stored,) = tmp_path.glob("node-data-*.npz")
+    with np.load(stored) as arrays:
+        assert "train_images" not in arrays.files and len(arrays["released"]) == 3
+        released = list(arrays["released"])
+    (firewall_dir,) = tmp_path.glob("firewall-*")
+    for image, mask, name in zip(cached.train_images, cached.train_masks, released, strict=True):
+        assert np.array_equal(image, read_image(firewall_dir / "surrogates" / f"{name}.png"))
+        assert np.array_equal(mask, read_mask(firewall_dir / "masks" / f"{name}.png"))
 
 
 def test_surrogate_node_cache_follows_the_firewall_settings():
