@@ -34,7 +34,7 @@ from research.mask_scores import distribution_report
 from deid_client.figures import histogram_figure, save_figure
 from deid_client.firewall.masks import a_star
 from deid_client.phantom import make_phantom
-from deid_client.phantom_flow.prompts import attributes_of
+from deid_client.phantom_flow.captions import attributes_of
 from deid_client.firewall import Firewall
 
 #: The paper's figures (BC, KS) for its two pairs.

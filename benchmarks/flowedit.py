@@ -39,7 +39,7 @@ import _repo  # noqa: F401  (research/ and simulations/ from the checkout)
 from deid_client.editing.backends import backend_for
 from deid_client.firewall.config import published_edit
 from deid_client.phantom import make_phantom
-from deid_client.phantom_flow.prompts import TEMPLATE
+from deid_client.phantom_flow.captions import TEMPLATE
 
 SRC, TGT = "a photo of a woman, with facial erythema", "a photo of a man, with facial erythema"
 
@@ -91,10 +91,10 @@ def random_prompts(backend, texts, device, dtype):
     g = torch.Generator().manual_seed(0)
     for text in texts:
         if backend.family == "sd3":  # 77 CLIP + 256 T5 tokens; CLIP-L + CLIP-G pooled
-            backend._prompts[text] = SD3Prompt(torch.randn(1, 333, 4096, generator=g).to(device, dtype),
+            backend._embeddings[text] = SD3Prompt(torch.randn(1, 333, 4096, generator=g).to(device, dtype),
                                                torch.randn(1, 2048, generator=g).to(device, dtype))
         else:  # 512 T5 tokens, CLIP-L pooled
-            backend._prompts[text] = FluxPrompt(torch.randn(1, 512, 4096, generator=g).to(device, dtype),
+            backend._embeddings[text] = FluxPrompt(torch.randn(1, 512, 4096, generator=g).to(device, dtype),
                                                 torch.randn(1, 768, generator=g).to(device, dtype),
                                                 torch.zeros(512, 3, device=device, dtype=dtype))
     backend._text_encoders_freed = True
@@ -267,7 +267,7 @@ def optimisations(backend, image, settings, device, repeats: int, names: list[st
                 continue
 
             def off():
-                backend._prompts.clear()
+                backend._embeddings.clear()
                 edit()
             out[name] = {"on": timed(edit, device, repeats), "off": timed(off, device, repeats)}
         elif name == "vae_tiling":

@@ -50,7 +50,7 @@ from deid_client.figures import comparison_overlay, image_grid, mask_overlay, sa
 from deid_client.io.images import write_image
 from deid_client.firewall.masks import calibrate_threshold, differential_mask, erythema_map
 from deid_client.metrics import iou
-from deid_client.phantom_flow.prompts import attributes_of
+from deid_client.phantom_flow.captions import attributes_of
 from research.reid import (ATTACKERS, AwareAttacker, CnnAttacker, DlibAttacker, MimicAttacker,
                               photo_sessions)
 from deid_client.firewall import Firewall

@@ -92,7 +92,7 @@ def test_a_side_at_guidance_one_runs_its_conditional_rows_only(image, gamma_src,
     transformer = backend.pipe.transformer
     for side, (v, gamma, prompt, latent) in enumerate([(guided[0], gamma_src, SRC, z),
                                                         (guided[1], gamma_tgt, TGT, z + 1)]):
-        embeds, pooled = backend.prompt(prompt).embeds, backend.prompt(prompt).pooled
+        embeds, pooled = backend.embedding(prompt).embeds, backend.embedding(prompt).pooled
         c = transformer(hidden_states=latent, encoder_hidden_states=embeds.expand(2, -1, -1),
                         pooled_projections=pooled.expand(2, -1), timestep=torch.full((2,), 600.0),
                         return_dict=False)[0]

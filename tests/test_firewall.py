@@ -18,7 +18,7 @@ from deid_client.cli import main
 from deid_client.firewall.config import compose_firewall
 from deid_client.firewall.folder import MANIFEST, OUTPUTS
 from deid_client.phantom import sample_identity
-from deid_client.phantom_flow.prompts import attributes_of, prompt_for
+from deid_client.phantom_flow.captions import attributes_of, prompt_for
 from deid_client.firewall.prompts import PromptTemplate
 from tests.metadata import metadata_in
 

@@ -28,7 +28,7 @@ from deid_client.phantom_flow import (
     describe,
     prompt_for,
 )
-from deid_client.phantom_flow.prompts import SEX_WORDS, SKIN_WORDS, TEMPLATE, attributes_of
+from deid_client.phantom_flow.captions import SEX_WORDS, SKIN_WORDS, TEMPLATE, attributes_of
 from deid_client.phantom_flow.train import render_training_set, train
 from dataclasses import replace
 

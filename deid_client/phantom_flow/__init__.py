@@ -1,4 +1,4 @@
-"""The phantom rectified-flow model: prompts, pipeline and the weights shipped with the package.
+"""The phantom rectified-flow model: captions, pipeline and the weights shipped with the package.
 
 The pipeline (and with it diffusers) is imported on first use, so that knowing
 where the weights are costs nothing.
@@ -58,7 +58,7 @@ def __getattr__(name: str):
 
         return getattr(pipeline, name)
     if name in ("describe", "prompt_for"):
-        from . import prompts
+        from . import captions
 
-        return getattr(prompts, name)
+        return getattr(captions, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,7 @@ import torch
 
 from ..figures import image_grid, save_figure
 from .pipeline import PhantomFlowPipeline
-from .prompts import describe
+from .captions import describe
 
 __all__ = ["GRID_PROMPTS", "sample_grid", "main"]
 

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from ..phantom import render_phantom, sample_identity, sample_lesion
 from .pipeline import IMAGE_SIZE, PhantomFlowPipeline, to_model_space
-from .prompts import ERYTHEMA, TEMPLATE, random_prompt_for
+from .captions import ERYTHEMA, TEMPLATE, random_prompt_for
 
 __all__ = ["render_training_set", "train", "main"]
 

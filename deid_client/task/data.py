@@ -258,7 +258,7 @@ def _firewall_pairs(firewall_dir: Path, names) -> tuple[np.ndarray, np.ndarray]:
 def phantom_partition(config: DataConfig) -> list[_Sample]:
     """This node's phantom patients: photo, exact twin, exact mask, attributes."""
     from deid_client.phantom import plan_cohort, render_case
-    from deid_client.phantom_flow.prompts import attributes_of
+    from deid_client.phantom_flow.captions import attributes_of
 
     cases = plan_cohort(config.images_per_client * config.num_partitions, config.num_partitions,
                         seed=config.seed, non_iid=config.non_iid)

@@ -117,23 +117,23 @@ class DiffusersBackend:
             pipe.enable_model_cpu_offload(device=self.device)
         else:
             pipe.to(self.device)
-        self._prompts: dict[str, Any] = {}
+        self._embeddings: dict[str, Any] = {}
         self._text_encoders_freed = False
 
-    # -- prompts --------------------------------------------------------------
+    # -- prompt embeddings ----------------------------------------------------
 
-    def prompt(self, text: str):
+    def embedding(self, text: str):
         """Encoded prompt, computed once per backend (prompts repeat across a cohort)."""
-        if text not in self._prompts:
+        if text not in self._embeddings:
             if self._text_encoders_freed:
                 raise ValueError(f"text encoders were freed; prompt {text!r} was not encoded before")
-            self._prompts[text] = self._encode_prompt(text)
-        return self._prompts[text]
+            self._embeddings[text] = self._encode_prompt(text)
+        return self._embeddings[text]
 
     def free_text_encoders(self, *keep_prompts: str) -> None:
         """Encode ``keep_prompts`` (if not yet), then drop the text encoders to save memory."""
         for text in keep_prompts:
-            self.prompt(text)
+            self.embedding(text)
         for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
             if getattr(self.pipe, name, None) is not None:
                 setattr(self.pipe, name, None)

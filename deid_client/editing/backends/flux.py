@@ -49,8 +49,8 @@ class FluxBackend(DiffusersBackend):
 
     def velocities(self, settings: Sequence[EditSettings], size: tuple[int, int]):
         settings = list(settings)
-        src = [self.prompt(s.source_prompt) for s in settings]
-        tgt = [self.prompt(s.target_prompt) for s in settings]
+        src = [self.embedding(s.source_prompt) for s in settings]
+        tgt = [self.embedding(s.target_prompt) for s in settings]
         g_src, g_tgt = [s.gamma_src for s in settings], [s.gamma_tgt for s in settings]
         transformer = self.pipe.transformer
         distilled = bool(transformer.config.guidance_embeds)

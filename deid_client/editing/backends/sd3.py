@@ -43,9 +43,9 @@ class SD3Backend(DiffusersBackend):
 
     def velocities(self, settings: Sequence[EditSettings], size: tuple[int, int]):
         settings = list(settings)
-        uncond = [self.prompt("")] * len(settings)
-        src = [self.prompt(s.source_prompt) for s in settings]
-        tgt = [self.prompt(s.target_prompt) for s in settings]
+        uncond = [self.embedding("")] * len(settings)
+        src = [self.embedding(s.source_prompt) for s in settings]
+        tgt = [self.embedding(s.target_prompt) for s in settings]
         g_src = row_scales([s.gamma_src for s in settings])
         g_tgt = row_scales([s.gamma_tgt for s in settings])
         transformer = self.pipe.transformer
