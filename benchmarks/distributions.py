@@ -54,7 +54,7 @@ def measure(n_patients: int, overrides: list[str], size: int = 64) -> tuple[dict
     healed = firewall.heal([p.image for p in phantoms], known)
     pairs = {"original_vs_synthetic_healthy": [(p.image, h) for p, h in zip(phantoms, healed)],
              "surrogate_vs_twin": [(s.surrogate, s.twin) for s in surrogates],
-             "original_vs_exact_healthy": [(p.image, p.healthy) for p in phantoms]}
+             "original_vs_exact_healthy": [(p.image, p.twin) for p in phantoms]}
     table = {"patients": n_patients, "size": size, "overrides": overrides}
     for region in ("image", "face"):  # the face: the patient's face outline (surrogates keep it)
         for name, images in pairs.items():
@@ -68,7 +68,7 @@ def measure(n_patients: int, overrides: list[str], size: int = 64) -> tuple[dict
               "synthetic healthy (of the original)": healed,
               "surrogate": [s.surrogate for s in surrogates],
               "surrogate's healthy twin": [s.twin for s in surrogates],
-              "exact healthy twin": [p.healthy for p in phantoms]}
+              "exact healthy twin": [p.twin for p in phantoms]}
     # inside the face, where the lesion is: over whole images the curves lie on each other
     return table, {k: np.concatenate([a_star(im)[p.face] for im, p in zip(v, phantoms)])
                    for k, v in pooled.items()}

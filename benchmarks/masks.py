@@ -60,7 +60,7 @@ def main() -> None:
 
     # A 1024 x 768 photo pair: a phantom at 1024 px, cropped to landscape.
     phantom = make_phantom(0, 1024)
-    sick, healthy = phantom.image[128:896], phantom.healthy[128:896]
+    sick, healthy = phantom.image[128:896], phantom.twin[128:896]
     theta = 5.0
     ours_s, ours = timed(lambda: threshold_mask(erythema_map(sick, healthy), theta), args.repeats)
     ref_s, ref = timed(lambda: reference_mask(sick, healthy, theta), args.repeats)

@@ -37,22 +37,22 @@ def run_demo(
     phantoms = [p for _, p in report.results]
     summary = score_phantom_masks(phantoms)
     theta = summary["theta_star"]
-    summary["distribution_first_case"] = distribution_report(phantoms[0].image, phantoms[0].healthy)
+    summary["distribution_first_case"] = distribution_report(phantoms[0].image, phantoms[0].twin)
 
     figures = root / "figures"
     shown = phantoms[:6]
     rows = []
     for p in shown:
-        ours = threshold_mask(erythema_map(p.image, p.healthy), theta)
-        rows += [p.image, p.healthy, mask_overlay(p.image, ours),
+        ours = threshold_mask(erythema_map(p.image, p.twin), theta)
+        rows += [p.image, p.twin, mask_overlay(p.image, ours),
                  comparison_overlay(p.mask, ours, p.image),
                  comparison_overlay(p.mask, naive_mask(p.image, p.face), p.image)]
     write_image(figures / "cases.png", image_grid(rows, ncols=5))
     first = phantoms[0]
     write_image(figures / "heatmap.png", figure_to_array(
-        heatmap_figure(erythema_map(first.image, first.healthy), theta=theta)))
+        heatmap_figure(erythema_map(first.image, first.twin), theta=theta)))
     write_image(figures / "histograms.png", figure_to_array(histogram_figure(
-        {"pathological": a_star(first.image)[first.face], "healthy twin": a_star(first.healthy)[first.face]},
+        {"pathological": a_star(first.image)[first.face], "healthy twin": a_star(first.twin)[first.face]},
         range=(0, 40), title="a* inside the face, first case")))
     atomic_write_bytes(root / "summary.json", json.dumps(summary, indent=2).encode())
     return summary

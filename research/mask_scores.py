@@ -20,7 +20,7 @@ def score_phantom_masks(phantoms: Sequence[Phantom], objective: str = "mean") ->
     IoU of the naive baseline on the whole image and inside the face outline,
     and breakdowns by distractor, lesion kind and skin type.
     """
-    diffs = [erythema_map(p.image, p.healthy) for p in phantoms]
+    diffs = [erythema_map(p.image, p.twin) for p in phantoms]
     refs = [p.mask for p in phantoms]
     theta, score = calibrate_threshold(diffs, refs, objective=objective)
     ours = np.array(per_image_iou(diffs, refs, theta))

@@ -121,7 +121,7 @@ def test_prompts_are_encoded_once(backend, image, monkeypatch):
     encoded = []
     original = backend._encode_prompt
     monkeypatch.setattr(backend, "_encode_prompt", lambda text: encoded.append(text) or original(text))
-    backend._prompts.clear()
+    backend._embeddings.clear()
     settings = published_edit(backend.family, SRC, TGT, steps=4, n_max=2)
     backend.edit(image, settings)
     backend.edit(image[::-1].copy(), settings)

@@ -176,9 +176,9 @@ def test_node_data_is_prepared_once_and_cached(tmp_path):
 
 def test_mask_sources_differ_as_designed():
     p = make_phantom(4, 192)
-    oracle = training_mask(p.image, p.healthy, p.mask, "oracle", 5.0)
-    naive = training_mask(p.image, p.healthy, p.mask, "naive", 5.0)
-    truth = training_mask(p.image, p.healthy, p.mask, "truth", 5.0)
+    oracle = training_mask(p.image, p.twin, p.mask, "oracle", 5.0)
+    naive = training_mask(p.image, p.twin, p.mask, "naive", 5.0)
+    truth = training_mask(p.image, p.twin, p.mask, "truth", 5.0)
     assert np.array_equal(truth, p.mask)
     assert (oracle & p.mask).sum() / (oracle | p.mask).sum() > 0.85
     assert (naive & p.mask).sum() / (naive | p.mask).sum() < 0.5
@@ -197,7 +197,7 @@ def test_folder_data_for_a_real_site(tmp_path):
     assert data.train_images.shape == (4, 64, 64, 3) and data.eval_masks.shape == (2, 64, 64)
     # New photos at the site: the cache must not hide them.
     extra = render_case(cases[6], 80)
-    for folder, pixels in (("images", extra.image), ("healthy", extra.healthy), ("masks", extra.mask)):
+    for folder, pixels in (("images", extra.image), ("healthy", extra.twin), ("masks", extra.mask)):
         write_image(site / folder / "case_99999.png", pixels)
     assert load_node_data(config, tmp_path / "cache").train_images.shape[0] == 5
 

@@ -109,7 +109,7 @@ def test_vectorised_calibration_equals_brute_force(rng, objective):
 
 def test_calibration_on_phantoms_equals_brute_force():
     phantoms = [render_case(c, 96) for c in plan_cohort(6, 1, seed=7)]
-    diffs = [erythema_map(p.image, p.healthy) for p in phantoms]
+    diffs = [erythema_map(p.image, p.twin) for p in phantoms]
     refs = [p.mask for p in phantoms]
     thresholds = candidate_thresholds(diffs, 64)
     assert calibrate_threshold(diffs, refs, thresholds=thresholds) == pytest.approx(
@@ -160,11 +160,11 @@ def test_a_carried_lesion_keeps_its_mask_and_nothing_else_of_the_patient():
     phantoms = [render_case(c, 64) for c in plan_cohort(12, 1, seed=11)]
     theta = 5.0
     for patient, other in zip(phantoms, phantoms[1:] + phantoms[:1]):
-        carried = carry_lesion(patient.image, patient.healthy, other.healthy, theta)
-        expected = differential_mask(patient.image, patient.healthy, theta)
+        carried = carry_lesion(patient.image, patient.twin, other.twin, theta)
+        expected = differential_mask(patient.image, patient.twin, theta)
         assert expected.any()
-        assert iou(differential_mask(carried, other.healthy, theta), expected) > 0.97
-        untouched = erythema_map(patient.image, patient.healthy) <= theta / 2
-        assert np.abs(carried[untouched].astype(int) - other.healthy[untouched]).max() <= 1
+        assert iou(differential_mask(carried, other.twin, theta), expected) > 0.97
+        untouched = erythema_map(patient.image, patient.twin) <= theta / 2
+        assert np.abs(carried[untouched].astype(int) - other.twin[untouched]).max() <= 1
     with pytest.raises(ValueError, match="shape"):
-        carry_lesion(patient.image, patient.healthy, other.healthy[:32], theta)
+        carry_lesion(patient.image, patient.twin, other.twin[:32], theta)

@@ -23,7 +23,7 @@ from tests.metadata import metadata_in
 
 def test_deterministic_from_seed():
     a, b = make_phantom(11, 96), make_phantom(11, 96)
-    for field in ("image", "healthy", "mask", "face"):
+    for field in ("image", "twin", "mask", "face"):
         assert np.array_equal(getattr(a, field), getattr(b, field))
     assert a.identity == b.identity and a.lesion == b.lesion
     assert not np.array_equal(a.image, make_phantom(12, 96).image)
@@ -34,8 +34,8 @@ def test_healthy_twin_is_exact_outside_the_lesion(kind):
     p = make_phantom(5, 192, lesion_kind=kind)
     assert p.image.dtype == np.uint8 and p.image.shape == (192, 192, 3)
     assert p.mask.any() and p.lesion.kind == kind
-    changed = (p.image != p.healthy).any(axis=2)
-    diff = erythema_map(p.image, p.healthy)
+    changed = (p.image != p.twin).any(axis=2)
+    diff = erythema_map(p.image, p.twin)
     # Away from the lesion the twin is bit-identical...
     assert not (changed & ~ndimage.binary_dilation(p.mask, iterations=6)).any()
     # ...and a pixel less than half lesion-on-skin (anti-aliased rim, skin mostly
@@ -47,7 +47,7 @@ def test_healthy_twin_is_exact_outside_the_lesion(kind):
 
 def test_no_lesion_gives_identical_twin():
     p = make_phantom(5, 96, lesion_kind="none")
-    assert not p.mask.any() and np.array_equal(p.image, p.healthy)
+    assert not p.mask.any() and np.array_equal(p.image, p.twin)
 
 
 def test_any_size_from_64_to_1024():
@@ -65,7 +65,7 @@ def test_same_lesion_on_another_identity():
     other = sample_identity(np.random.default_rng(99))
     q = render_phantom(other, p.lesion, 160)
     assert q.lesion == p.lesion and q.identity != p.identity
-    assert not np.array_equal(p.healthy, q.healthy)
+    assert not np.array_equal(p.twin, q.twin)
     # Anchored to landmarks: the butterfly stays over the cheeks and nose.
     cy_p, cx_p = ndimage.center_of_mass(p.mask)
     cy_q, cx_q = ndimage.center_of_mass(q.mask)
@@ -77,7 +77,7 @@ def test_skin_types_get_darker():
     for skin_type in sorted(SKIN_TYPES):
         p = make_phantom(4, 128, skin_type=skin_type, lesion_kind="none", distractors=False)
         assert p.identity.skin_type == skin_type
-        lab_l = read_image_l(p.healthy)[p.face]
+        lab_l = read_image_l(p.twin)[p.face]
         lightness.append(np.median(lab_l))
     assert all(a > b for a, b in zip(lightness, lightness[1:])), lightness
 
@@ -97,7 +97,7 @@ def test_distractors_fool_a_plain_redness_reading():
     assert not any(i.jewellery or i.flush for i in without)
     # Lips are redder than the skin around them, with or without distractors.
     p = make_phantom(8, 192, lesion_kind="none", distractors=False)
-    a = a_star(p.healthy)
+    a = a_star(p.twin)
     mouth_row = int(96 + 96 * (-0.06 + p.identity.mouth_level * p.identity.face_height))
     lips = max(a[row, 90:102].mean() for row in range(mouth_row - 4, mouth_row + 5))
     assert lips > np.median(a[p.face]) + 5
@@ -168,7 +168,7 @@ def test_write_cohort(tmp_path):
         phantom = render_case(case, 64)
         files = {k: tmp_path / v for k, v in entry["files"].items()}
         assert np.array_equal(read_image(files["images"]), phantom.image)
-        assert np.array_equal(read_image(files["healthy"]), phantom.healthy)
+        assert np.array_equal(read_image(files["healthy"]), phantom.twin)
         assert np.array_equal(read_image(files["masks"])[..., 0] > 127, phantom.mask)
         assert all(metadata_in(f.read_bytes()) == [] for f in files.values())
         assert entry["identity"]["skin_type"] == case.skin_type

@@ -114,7 +114,7 @@ def write_cohort(
         paths = {k: folder / k / f"{case.case_id}.png" for k in ("images", "healthy", "masks")}
         phantom = render_case(case, size, distractors=distractors)
         if not all(p.exists() for p in paths.values()):
-            write_image(paths["healthy"], phantom.healthy)
+            write_image(paths["healthy"], phantom.twin)
             write_mask(paths["masks"], phantom.mask)
             write_image(paths["images"], phantom.image)
         entry = {**asdict(case), "size": size,

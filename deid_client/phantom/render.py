@@ -29,7 +29,7 @@ class Phantom:
     """One rendered phantom photo with its ground truth."""
 
     image: np.ndarray  # uint8 H x W x 3, with the lesion
-    healthy: np.ndarray  # uint8 H x W x 3, the exact healthy twin
+    twin: np.ndarray  # uint8 H x W x 3, the exact healthy twin
     mask: np.ndarray  # bool H x W, exact lesion ground truth
     face: np.ndarray  # bool H x W, inside the face outline (features included)
     identity: Identity
@@ -95,7 +95,7 @@ def render_phantom(
     --------
     >>> from deid_client.phantom import make_phantom
     >>> p = make_phantom(seed=3, size=64)
-    >>> p.image.shape, p.mask.dtype, bool((p.image != p.healthy).any())
+    >>> p.image.shape, p.mask.dtype, bool((p.image != p.twin).any())
     ((64, 64, 3), dtype('bool'), True)
     """
     if not MIN_SIZE <= size <= MAX_SIZE:

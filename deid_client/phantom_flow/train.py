@@ -61,7 +61,7 @@ def _render_chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, n
         person = sample_identity(rng)
         phantom = render_phantom(person, sample_lesion(rng), IMAGE_SIZE)
         images.append(phantom.image)
-        healthy.append(phantom.healthy)
+        healthy.append(phantom.twin)
         masks.append(phantom.mask)
         people.append(person)
     return np.stack(images), np.stack(healthy), np.stack(masks), people

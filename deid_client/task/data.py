@@ -263,7 +263,7 @@ def phantom_partition(config: DataConfig) -> list[_Sample]:
     cases = plan_cohort(config.images_per_client * config.num_partitions, config.num_partitions,
                         seed=config.seed, non_iid=config.non_iid)
     mine = [render_case(c, config.image_size) for c in cases if c.hospital == config.partition_id]
-    return [_Sample(p.image, p.healthy, p.mask, attributes_of(p.identity)) for p in mine]
+    return [_Sample(p.image, p.twin, p.mask, attributes_of(p.identity)) for p in mine]
 
 
 def _folder_samples(config: DataConfig) -> list[_Sample]:
