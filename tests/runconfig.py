@@ -4,7 +4,7 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
-from deid_client.task.data import DataConfig
+from deid_client.task.data import DataConfig, data_config
 
 RUN_CONFIG = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
                            )["tool"]["flwr"]["app"]["config"]
@@ -12,6 +12,4 @@ RUN_CONFIG = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.
 
 def data_settings(**fields) -> DataConfig:
     """A node's ``DataConfig`` with the run config's defaults, and ``fields`` changed."""
-    shared = {f.name: RUN_CONFIG[f.name.replace("_", "-")] for f in dataclasses.fields(DataConfig)
-              if not f.metadata.get("node")}
-    return DataConfig(**(shared | fields))
+    return dataclasses.replace(data_config(RUN_CONFIG, {}), **fields)

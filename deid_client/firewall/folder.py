@@ -104,7 +104,7 @@ def run_folder(firewall: Firewall, photos: Sequence[Photo], out_dir: str | os.Pa
     bar = tqdm(total=len(photos), desc="firewall", unit="photo", disable=not progress)
     for start in range(0, len(photos), batch_size):
         chunk = photos[start:start + batch_size]
-        names, images, attributes, keys = [], [], [], []
+        names, images, attributes, keys = [], [], [], []  # the chunk's photos that load
         for photo in chunk:
             try:
                 image = photo.load()
@@ -118,7 +118,10 @@ def run_folder(firewall: Firewall, photos: Sequence[Photo], out_dir: str | os.Pa
                 reason = exc.reason if isinstance(exc, ImageReadError) else first_line(exc)
                 errors[f"error-{len(errors)}"] = {"pseudonym": None, "status": "error", "reason": reason}
                 continue
-            names.append(name), images.append(image), attributes.append(photo.attributes), keys.append(key)
+            names.append(name)
+            images.append(image)
+            attributes.append(photo.attributes)
+            keys.append(key)
         if names and not all(n in done for n in names):
             started = time.perf_counter()
             results = firewall(images, attributes, keys=keys, batch_size=len(images))

@@ -112,7 +112,7 @@ class Firewall:
     def _gated(self, images: list[np.ndarray], attributes: list, keys: list[str]) -> list[Result]:
         """Target -> surrogate, twin, mask -> gate, with new draws for the photos it stops."""
         gate = self.cfg.gate
-        sides = [max(working_size(*im.shape[:2], self.cfg.identity.max_side)) for im in images]
+        sides = [self._working_side(im) for im in images]
         patients: dict[int, np.ndarray | None] = {}  # each patient's face embedding, made once
         results: dict[int, Result] = {}
         pending = list(range(len(images)))
@@ -209,8 +209,12 @@ class Firewall:
 
     def judge(self, image: np.ndarray, result: Result) -> Verdict:
         """The identity gate's verdict on one result of ``image`` (one draw, no retries)."""
-        side = max(working_size(*image.shape[:2], self.cfg.identity.max_side))
+        side = self._working_side(image)
         return judge(image, result.surrogate, result.twin, self.cfg.gate, resolution=side)
+
+    def _working_side(self, image: np.ndarray) -> int:
+        """The longer side the model works ``image`` at: the gate compares faces there."""
+        return max(working_size(*image.shape[:2], self.cfg.identity.max_side))
 
     def photos_per_call(self) -> int:
         """How many photos one model call takes (``cfg.batch_size``, else what the device

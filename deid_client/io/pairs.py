@@ -62,9 +62,6 @@ def triples_from_cohort(cohort_dir: str | os.PathLike) -> list[Triple]:
 def load_triple(triple: Triple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The pathological image, its twin and its reference mask (None if it has none)."""
     pathological, twin = read_image(triple.pathological), read_image(triple.twin)
-    if pathological.shape != twin.shape:
-        raise ValueError(f"{triple.twin}: twin is {twin.shape[1::-1]} px, "
-                         f"the image {pathological.shape[1::-1]} px")
     if triple.reference is None:
         return pathological, twin, None
     reference = read_mask(triple.reference)
