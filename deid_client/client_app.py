@@ -1,6 +1,7 @@
 """The Flower ClientApp: local data through the firewall, a U-Net trained on it.
 
-Only model arrays and scalar metrics leave: see ``server.contract``.
+Only model arrays and scalar metrics leave (``server.contract``), clipped and noised on
+the site when the run's ``dp`` is ``local`` (``deid_client.task.privacy``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from deid_client.task.data import data_config, default_cache_dir, load_node_data
-from deid_client.task.segmentation import build_unet, round_lr, score, train_epochs
+from deid_client.task.privacy import dp_mod
+from deid_client.task.segmentation import round_lr, score, train_epochs, unet_for
 
 app = ClientApp()
 
@@ -24,7 +26,7 @@ def _node_data(context: Context):
 
 
 def _model(msg: Message, context: Context) -> torch.nn.Module:
-    model = build_unet(str(context.run_config["encoder"]), int(context.run_config["encoder-depth"]))
+    model = unet_for(context.run_config)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     return model
 
@@ -33,7 +35,7 @@ def _train_device(context: Context) -> str:
     return str(context.node_config.get("device") or "cpu")
 
 
-@app.train()
+@app.train(mods=[dp_mod])  # the run's differential privacy, on what this function returns
 def train(msg: Message, context: Context) -> Message:
     start = time.perf_counter()
     data = _node_data(context)

@@ -56,12 +56,14 @@ class RunRecorder:
     def write_history(self, result: Result, first_round: int, extra: dict | None = None,
                       round_seconds: dict[int, float] | None = None,
                       failed: list[dict] | None = None,
-                      eval_errors: dict[int, list[str]] | None = None) -> list[dict]:
+                      eval_errors: dict[int, list[str]] | None = None,
+                      per_round: dict[int, dict] | None = None) -> list[dict]:
         """Merge this run's rounds (numbered from ``first_round + 1``) into the history;
         ``round_seconds`` adds each round's wall time (from its previous round's end);
         ``failed``: rounds that kept the previous model (``round`` counted from the run's
         start, ``replies``, ``errors``), marked ``"status": "failed"`` (the others ``"ok"``);
-        ``eval_errors``: per round (counted the same way), the nodes that failed to evaluate."""
+        ``eval_errors``: per round (counted the same way), the nodes that failed to evaluate;
+        ``per_round``: more values per round (counted the same way), e.g. privacy spent."""
         rounds = {entry["round"]: entry for entry in self.history() if entry["round"] <= first_round}
         for source in (result.train_metrics_clientapp, result.evaluate_metrics_clientapp):
             for r, metrics in source.items():
@@ -71,6 +73,8 @@ class RunRecorder:
             rounds.setdefault(first_round + r, {"round": first_round + r})["round_seconds"] = value
         for r, errors in (eval_errors or {}).items():
             rounds.setdefault(r, {"round": r})["eval_errors"] = errors
+        for r, values in (per_round or {}).items():
+            rounds.setdefault(r, {"round": r}).update(values)
         failures = {f["round"]: f for f in failed or []}
         for r in failures:
             rounds.setdefault(r, {"round": r})

@@ -8,7 +8,8 @@ import time
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from deid_client.task.segmentation import build_unet
+from deid_client.task.privacy import dp_mode
+from deid_client.task.segmentation import unet_for
 
 from .history import RunRecorder
 from .rounds import RunFailed
@@ -25,8 +26,7 @@ def main(grid: Grid, context: Context) -> None:
     total_rounds = int(cfg["num-server-rounds"])
     resumed = recorder.resume()
     if resumed is None:
-        done, state = 0, build_unet(str(cfg["encoder"]), int(cfg["encoder-depth"]),
-                                    seed=int(cfg["seed"])).state_dict()
+        done, state = 0, unet_for(cfg, seed=int(cfg["seed"])).state_dict()
     else:
         done, state = resumed
         log.warning("resuming from %s after round %d", recorder.checkpoint, done)
@@ -36,9 +36,14 @@ def main(grid: Grid, context: Context) -> None:
     strategy = make_strategy(
         str(cfg["strategy"]), model_shapes={k: tuple(v.shape) for k, v in state.items()},
         min_nodes=int(cfg["min-nodes"]), fraction_train=float(cfg["fraction-train"]),
-        proximal_mu=float(cfg["proximal-mu"]), dp_noise_multiplier=float(cfg["dp-noise"]),
-        dp_clipping_norm=float(cfg["dp-clipping-norm"]),
+        proximal_mu=float(cfg["proximal-mu"]), dp=dp_mode(cfg),
+        dp_noise_multiplier=float(cfg["dp-noise"]), dp_clipping_norm=float(cfg["dp-clipping-norm"]),
+        dp_epsilon=float(cfg["dp-epsilon"]), dp_delta=float(cfg["dp-delta"]),
         max_failed_rounds=int(cfg["max-failed-rounds"]))
+    if strategy.ledger is not None:  # a resumed run has spent privacy already
+        for entry in recorder.history():
+            if entry["round"] <= done and "dp_noise_multiplier" in entry:
+                strategy.ledger.compose(entry["dp_noise_multiplier"])
 
     ends: dict[int, float] = {}
     latest = {"arrays": ArrayRecord(state)}  # a failed round leaves the last good model here
@@ -48,9 +53,11 @@ def main(grid: Grid, context: Context) -> None:
         seconds = {r: ends[r] - ends[r - 1] for r in ends if r - 1 in ends}
         if strategy.stopped:  # the rounds after the stop sent nothing: they are not in the history
             seconds = {r: s for r, s in seconds.items() if r <= strategy.failed_rounds[-1]["round"]}
+        privacy = {"dp": strategy.ledger.mode} | strategy.ledger.spent() if strategy.ledger else {}
         return recorder.write_history(
             strategy.progress, done, {"privacy_violations": strategy.violations,
-                           "replies_screened": strategy.screened},
+                                      "replies_screened": strategy.screened, **privacy},
+            per_round={done + r: spent for r, spent in strategy.dp_spent.items()},
             round_seconds=seconds,
             failed=[f | {"round": done + f["round"]} for f in strategy.failed_rounds],
             eval_errors={done + r: e for r, e in strategy.eval_errors.items()})

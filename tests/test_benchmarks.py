@@ -73,3 +73,22 @@ def test_distribution_table_compares_the_papers_pairs():
     # the lesion is a small part of the image: inside the face the pairs differ more
     assert (result["original_vs_exact_healthy_face_ks_mean"]
             > result["original_vs_exact_healthy_image_ks_mean"])
+
+
+@pytest.mark.slow
+def test_update_leakage_benchmark_reports_every_scenario_source_and_attacker(tmp_path):
+    result = _run("benchmarks/update_leakage.py", "--patients", "4", "--simulated-rounds", "30",
+                  "--iterations", "2", "--figures", str(tmp_path))
+    assert result["chance"] == pytest.approx(1 / 4) and result["reid_originals"]["dlib"] == 1.0
+    expected = {f"{s}/{c}" for s in "abc" for c in ("round-1", "mid-training")} | {"d/round-1"}
+    assert set(result["scenarios"]) == expected
+    for name, scenario in result["scenarios"].items():
+        for source in ("truth", "surrogate"):
+            scores = scenario[source]
+            reid = {k: v for k, v in scores.items() if k.startswith("reid_") and k != "reid_worst"}
+            assert {"reid_dlib", "reid_aware"} <= set(reid)
+            assert scores["reid_worst"] == max(reid.values())
+            assert 0 <= scores["ssim_patient"] <= 1 and 0 <= scores["ssim_surrogate"] <= 1
+        if not name.startswith("c/"):  # the learned attacks: the update channel's attackers too
+            assert {"reid_inverted", "reid_inverted-cnn"} <= set(scenario["truth"])
+    assert {p.name for p in tmp_path.iterdir()} >= {"a_round-1.png", "d_round-1.png"}

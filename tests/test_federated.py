@@ -248,13 +248,13 @@ def test_fedprox_term_pulls_towards_the_global_model():
 def test_augmentation_moves_each_mask_with_its_photo():
     """Flips apply to photo and mask alike: a photo whose green channel *is* its mask
     still is, after augmentation (brightness and contrast aside)."""
-    from deid_client.task.segmentation import _augment
+    from deid_client.task.segmentation import augment_batch
 
     generator = torch.Generator().manual_seed(0)
     masks = torch.rand(16, 1, 32, 32, generator=generator) > 0.8
     photos = torch.cat([torch.full_like(masks, 0.5, dtype=torch.float32), masks.float(),
                         torch.zeros_like(masks, dtype=torch.float32)], dim=1)
-    x, y = _augment(photos, masks.float(), generator)
+    x, y = augment_batch(photos, masks.float(), generator)
     assert torch.equal(x[:, 1] > x[:, 0], y[:, 0] > 0)
     assert not torch.equal(y, masks.float())  # something was flipped
     assert torch.equal(y.sum(dim=(1, 2, 3)), masks.float().sum(dim=(1, 2, 3)))

@@ -14,13 +14,21 @@ from torch import nn
 
 from deid_client.metrics import dice, iou
 
-__all__ = ["build_unet", "DiceBCELoss", "train_epochs", "score", "to_tensors", "round_lr"]
+__all__ = ["build_unet", "unet_for", "DiceBCELoss", "train_epochs", "augment_batch", "score", "to_tensors",
+           "round_lr"]
 
 
-def build_unet(encoder: str = "resnet18", depth: int = 3, *, seed: int = 0) -> nn.Module:
+NORMS = ("batch", "group")
+
+
+def build_unet(encoder: str = "resnet18", depth: int = 3, *, seed: int = 0, norm: str = "batch"
+               ) -> nn.Module:
     """U-Net with a randomly initialised encoder (no hub: ``encoder_weights=None``).
 
     ``depth`` 3..5 encoder stages; 3 (decoder 64-32-16) trains fast on a CPU.
+    ``norm="group"``: every BatchNorm becomes a GroupNorm (opacus's ``ModuleValidator.fix``),
+    as differential privacy needs: BatchNorm's running statistics are averages over a
+    site's photos that leave outside any clipped update (docs/update_leakage.md).
 
     >>> model = build_unet("resnet18", 3)
     >>> model(torch.zeros(1, 3, 64, 64)).shape
@@ -35,7 +43,22 @@ def build_unet(encoder: str = "resnet18", depth: int = 3, *, seed: int = 0) -> n
     for stage in range(depth, 5):
         if hasattr(model.encoder, f"layer{stage}"):
             delattr(model.encoder, f"layer{stage}")
+    if norm == "group":
+        from opacus.validators import ModuleValidator
+
+        model = ModuleValidator.fix(model)
+    elif norm != "batch":
+        raise ValueError(f"norm must be one of {NORMS}, not {norm!r}")
     return model
+
+
+def unet_for(run_config: dict, *, seed: int = 0) -> nn.Module:
+    """The federation's U-Net from the run config (``encoder``, ``encoder-depth``), with
+    GroupNorm when differential privacy is on (``dp``: ``deid_client.task.privacy``)."""
+    from deid_client.task.privacy import dp_mode
+
+    return build_unet(str(run_config["encoder"]), int(run_config["encoder-depth"]), seed=seed,
+                      norm="batch" if dp_mode(run_config) == "off" else "group")
 
 
 class DiceBCELoss(nn.Module):
@@ -103,7 +126,7 @@ def train_epochs(
             optimiser.zero_grad()
             xb, yb = x[batch], y[batch]
             if augment:
-                xb, yb = _augment(xb, yb, generator)
+                xb, yb = augment_batch(xb, yb, generator)
             loss = loss_fn(model(xb.to(device)), yb.to(device))
             if anchor:
                 loss = loss + proximal_mu / 2 * sum(
@@ -116,7 +139,7 @@ def train_epochs(
     return last
 
 
-def _augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
+def augment_batch(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
     """Mirror, flip and a mild brightness/contrast change per image, drawn from
     ``generator`` (a site has a few dozen photos: without it the U-Net learns them by heart)."""
     n = len(x)

@@ -1,0 +1,324 @@
+"""What leaves the hospital: can the server rebuild a site's training photos, and name
+its patients, from the weights the site returns? (docs/update_leakage.md)
+
+An honest-but-curious server inverts each site's update (``research.update_inversion``):
+a learned inverter, trained on rounds the server simulates on phantoms of its own (the
+phantom world is public), and the gradient-matching optimisation with the site's local
+training replayed. Scenarios, each at round-1 weights and at a mid-training checkpoint,
+each for mask source ``truth`` (the patients' own photos, no firewall) and ``surrogate``
+(the firewall's output, default settings):
+
+(a) positive control: 1 photo, 1 local step;
+(b) a small site: 2 photos, batch 2, 2 local epochs (2 Adam steps, replayed);
+(c) the main job's local training (36 photos, 20 epochs of batch 4): the gradient-matching
+    attack, the update taken as one averaged gradient of 4 photos (masks known);
+(d) (b) with the site's own differential privacy (Flower's ``LocalDpMod``: the update
+    clipped to ``--dp-clip`` and Gaussian noise ``--dp-noise`` x the clip added).
+
+Per reconstruction, matched to the site's training photos by the Hungarian method: PSNR
+and SSIM to the patient's photo and to its surrogate; the patient named (chance 1 /
+patients) by the ``dlib`` gallery and the defence-aware CNN (``aware``) over the patients'
+other sessions, and by two attackers of the update channel itself, who put those known
+sessions through the same round and inversion and compare like with like: nearest
+neighbour (``inverted``) and a CNN trained on them (``inverted-cnn``); the Dice of the
+recovered masks. ``reid_worst`` is the strongest attacker's rate.
+
+    python benchmarks/update_leakage.py --json            # about 25 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import _repo  # noqa: F401  (research/ from the checkout)
+from deid_client.figures import image_grid
+from deid_client.firewall import Firewall
+from deid_client.firewall.config import compose_firewall
+from deid_client.io.images import write_image
+from deid_client.metrics import dice
+from deid_client.phantom import render_phantom, sample_identity, sample_lesion
+from deid_client.phantom_flow.captions import attributes_of
+from deid_client.task.segmentation import build_unet, round_lr, train_epochs
+from research.reid import AwareAttacker, CnnAttacker, DlibAttacker, photo_sessions
+from research.learned_inversion import InvertedGalleryAttacker, learned_invert, simulate, train_inverter
+from research.update_inversion import LocalTraining, Observed, image_scores, invert, match, site_update
+
+GALLERY_SESSIONS = 3  # the patients' photos the re-identification attackers know
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def auxiliary(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The server's own photos: phantoms of people of its own drawing, exact masks."""
+    drawn = [render_phantom(sample_identity(rng), sample_lesion(rng), 64) for _ in range(n)]
+    return np.stack([p.image for p in drawn]), np.stack([p.mask for p in drawn])
+
+
+def with_gallery(gallery: np.ndarray, masks: np.ndarray, share: float):
+    """The server's photos for simulated rounds: its own phantoms, and with probability
+    ``share`` each one of the photos it knows of the patients (mirrored and relit at
+    random, so that the inverter learns those faces, not those photos)."""
+
+    def photos(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        images, truths = auxiliary(rng, n)
+        for i in range(n):
+            if rng.random() < share:
+                k = int(rng.integers(len(gallery)))
+                image, mask = gallery[k], masks[k]
+                if rng.random() < 0.5:
+                    image, mask = image[:, ::-1], mask[:, ::-1]
+                gain = rng.uniform(0.85, 1.15)
+                images[i] = np.clip(image.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+                truths[i] = mask
+        return images, truths
+
+    return photos
+
+
+def local_dp(clip: float, noise: float):
+    """The site's ``LocalDpMod``: Flower's own clipping and Gaussian noise on the update."""
+    from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_clip_model_update
+
+    def privatise(observed: Observed, rng: np.random.Generator) -> Observed:
+        keys = list(observed.sent)
+        returned = [observed.returned[k].numpy().copy() for k in keys]
+        compute_clip_model_update(returned, [observed.sent[k].numpy() for k in keys], clip)
+        np.random.seed(int(rng.integers(2**31)))  # Flower draws its noise from numpy's global state
+        add_gaussian_noise_inplace(returned, noise * clip)
+        return Observed(observed.sent, {k: torch.from_numpy(v) for k, v in zip(keys, returned)})
+
+    return privatise
+
+
+def checkpoints(seed: int, dp: bool) -> dict[str, torch.nn.Module]:
+    """Round-1 weights, and a model partway through training (5 epochs on phantoms of
+    other people: Dice well above zero, far from converged)."""
+    first = build_unet("resnet18", 3, seed=seed, norm="group" if dp else "batch")
+    mid = build_unet("resnet18", 3, seed=seed, norm="group" if dp else "batch")
+    images, masks = auxiliary(np.random.default_rng([seed, 0x3D]), 48)
+    train_epochs(mid, images, masks, epochs=5, batch_size=4, lr=0.002, seed=seed)
+    return {"round-1": first, "mid-training": mid}
+
+
+class Audit:
+    """The cohort, its surrogates, and the attackers that name patients."""
+
+    def __init__(self, n_patients: int, seed: int):
+        sessions, self.people = photo_sessions(n_patients, GALLERY_SESSIONS + 1, size=64, seed=seed)
+        gallery = np.stack([p.image for s in sessions for p in s[:GALLERY_SESSIONS]])
+        labels = np.repeat(np.arange(n_patients), GALLERY_SESSIONS)
+        self.gallery, self.gallery_labels = gallery, labels
+        self.gallery_masks = np.stack([p.mask for s in sessions for p in s[:GALLERY_SESSIONS]])
+        _log("attackers: dlib gallery, defence-aware CNN")
+        self.attackers = [DlibAttacker(gallery, labels),
+                          AwareAttacker([s[:GALLERY_SESSIONS] for s in sessions], self.people, seed=seed)]
+        self.photos = np.stack([s[GALLERY_SESSIONS].image for s in sessions])
+        self.masks = np.stack([s[GALLERY_SESSIONS].mask for s in sessions])
+        _log(f"firewall: {n_patients} photos")
+        cfg = compose_firewall([])
+        made = Firewall(cfg, cfg.model.load())(list(self.photos), [attributes_of(p) for p in self.people],
+                                                keys=[f"patient-{i}" for i in range(n_patients)])
+        self.surrogates = np.stack([r.surrogate for r in made])
+        self.surrogate_masks = np.stack([r.mask for r in made])
+        self.released = float(np.mean([r.released for r in made]))
+        self.chance = 1.0 / n_patients
+        self.reid_originals = {a.name: float((a.identify(self.photos) == np.arange(n_patients)).mean())
+                               for a in self.attackers}
+
+    def training_pairs(self, source: str, site: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        if source == "truth":
+            return self.photos[site], self.masks[site]
+        return self.surrogates[site], self.surrogate_masks[site]
+
+    def score(self, recovered: np.ndarray, recovered_masks: np.ndarray | None, source: str,
+              sites: list[list[int]], more_attackers: tuple = (), prior: np.ndarray | None = None) -> dict:
+        """Every figure over all sites' reconstructions (``recovered``: per site, n photos);
+        ``more_attackers`` name patients too (those of the update channel); ``prior``: the
+        attacker's prior guess (its simulated photos' mean) for RDLV, the SSIM gained over
+        it relative to it (Hatamizadeh et al. 2023)."""
+        rows = {"psnr_patient": [], "ssim_patient": [], "psnr_surrogate": [], "ssim_surrogate": [],
+                "mask_dice": [], "rdlv_patient": []}
+        patient_of, shown = [], []
+        for site, (photos, masks) in zip(sites, zip(recovered, recovered_masks or [None] * len(sites))):
+            trained, trained_masks = self.training_pairs(source, site)
+            pairs = match(photos, trained)
+            for r, t in enumerate(pairs):
+                patient = site[t]
+                psnr, ssim = image_scores(photos[r], self.photos[patient])
+                psnr_s, ssim_s = image_scores(photos[r], self.surrogates[patient])
+                rows["psnr_patient"].append(psnr)
+                rows["ssim_patient"].append(ssim)
+                rows["psnr_surrogate"].append(psnr_s)
+                rows["ssim_surrogate"].append(ssim_s)
+                if masks is not None:
+                    rows["mask_dice"].append(dice(masks[r], trained_masks[t]))
+                if prior is not None:
+                    base = image_scores(prior, self.photos[patient])[1]
+                    rows["rdlv_patient"].append((ssim - base) / base)
+                patient_of.append(patient)
+                shown.append(photos[r])
+        out = {k: round(float(np.mean(v)), 4) for k, v in rows.items() if v}
+        shown, patient_of = np.stack(shown), np.array(patient_of)
+        reid = {a.name: float((a.identify(shown) == patient_of).mean())
+                for a in [*self.attackers, *more_attackers]}
+        out.update({f"reid_{k}": round(v, 4) for k, v in reid.items()})
+        out["reid_worst"] = max(reid.values())
+        out["reconstructions"] = len(patient_of)
+        return out
+
+
+SCENARIOS = {
+    "a": dict(n=1, epochs=1, batch_size=4),
+    "b": dict(n=2, epochs=2, batch_size=2),
+    "d": dict(n=2, epochs=2, batch_size=2),
+}
+
+
+def learned_attack(audit: Audit, scenario: str, name: str, model, server_round: int, sims: int,
+                   seed: int, privatise=None, share: float = 0.3) -> tuple[dict, dict]:
+    """One scenario at one checkpoint, both mask sources; the inverter trained once."""
+    spec = SCENARIOS[scenario]
+    training = LocalTraining(n_images=spec["n"], epochs=spec["epochs"], batch_size=spec["batch_size"],
+                             lr=round_lr(0.002, server_round, 5), seed=server_round)
+    started = time.perf_counter()
+    feats, images, masks = simulate(model, training, with_gallery(audit.gallery, audit.gallery_masks, share),
+                                    sims, seed=seed, privatise=privatise)
+    inverter = train_inverter(feats, images, masks, seed=seed)
+    seconds = time.perf_counter() - started
+    n = len(audit.people)
+    sites = [list(range(i, i + spec["n"])) for i in range(0, n - spec["n"] + 1, spec["n"])]
+    rng = np.random.default_rng([seed, 0xD9])
+
+    def rebuild(photos: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        observed = site_update(model, photos, masks, training)
+        if privatise is not None:
+            observed = privatise(observed, rng)
+        return learned_invert(inverter, observed, training)
+
+    # The server's own gallery of reconstructions: each known photo of the patients through
+    # the same round (with other patients' photos of the same session, as a site of n).
+    per_session = [[p * GALLERY_SESSIONS + s for p in range(n)] for s in range(GALLERY_SESSIONS)]
+    known, known_labels = [], []
+    for session in per_session:
+        for i in range(0, n - spec["n"] + 1, spec["n"]):
+            site = session[i : i + spec["n"]]
+            photos, _ = rebuild(audit.gallery[site], audit.gallery_masks[site])
+            for r, t in enumerate(match(photos, audit.gallery[site])):
+                known.append(photos[r])
+                known_labels.append(audit.gallery_labels[site[t]])
+    known, known_labels = np.stack(known), np.array(known_labels)
+    channel = [InvertedGalleryAttacker(known, known_labels), CnnAttacker(known, known_labels, seed=seed)]
+    channel[1].name = "inverted-cnn"
+    results, pictures = {}, {}
+    for source in ("truth", "surrogate"):
+        recovered, recovered_masks = [], []
+        for site in sites:
+            photos, got = rebuild(*audit.training_pairs(source, site))
+            recovered.append(photos)
+            recovered_masks.append(got)
+        results[source] = audit.score(recovered, recovered_masks, source, sites, channel,
+                                      prior=(images.reshape(-1, 64, 64, 3).mean(0) + 0.5).astype(np.uint8))
+        pictures[source] = [p for site_photos in recovered for p in site_photos]
+    _log(f"  ({scenario}) {name}: truth SSIM {results['truth']['ssim_patient']:.2f}, "
+         f"re-ID {results['truth']['reid_worst']:.2f}; surrogate SSIM to surrogate "
+         f"{results['surrogate']['ssim_surrogate']:.2f}, re-ID {results['surrogate']['reid_worst']:.2f} "
+         f"(inverter {seconds:.0f} s)")
+    return {**results, "local_steps": training.steps, "simulated_rounds": sims,
+            "inverter_seconds": round(seconds, 1)}, pictures
+
+
+def main_job_attack(audit: Audit, name: str, model, server_round: int, iterations: int, seed: int) -> dict:
+    """(c): the main job's round (36 photos, 20 epochs of batch 4) attacked by gradient
+    matching, its update taken as one averaged gradient of 4 photos, masks known."""
+    out = {}
+    site = list(range(min(36, len(audit.people))))
+    for source in ("truth", "surrogate"):
+        photos, masks = audit.training_pairs(source, site)
+        real = LocalTraining(n_images=len(site), epochs=20, batch_size=4,
+                             lr=round_lr(0.002, server_round, 5), seed=server_round)
+        observed = site_update(model, photos, masks, real)
+        as_one = LocalTraining(n_images=4, epochs=1, batch_size=4, lr=real.lr, seed=server_round,
+                               augment=False)
+        got = invert(model, observed, as_one, masks=masks[:4], iterations=iterations, restarts=1,
+                     seed=seed)
+        out[source] = audit.score([got.images], None, source, [site])
+    return out
+
+
+def optimisation_only(audit: Audit, model, patients: int, iterations: int, seed: int) -> dict:
+    """(a) by gradient matching alone (masks known), no learned prior: the published
+    attack at this budget."""
+    training = LocalTraining(n_images=1, epochs=1, batch_size=4, lr=0.002, seed=1)
+    recovered = []
+    for i in range(patients):
+        observed = site_update(model, *audit.training_pairs("truth", [i]), training)
+        recovered.append(invert(model, observed, training, masks=audit.masks[[i]],
+                                iterations=iterations, restarts=1, seed=seed).images)
+    return audit.score(recovered, None, "truth", [[i] for i in range(patients)])
+
+
+def figure(audit: Audit, pictures: dict, path: Path, rows: int = 8) -> None:
+    """Per row: patient | surrogate | from the truth update | from the surrogate update."""
+    tiles = []
+    for i in range(min(rows, len(audit.people))):
+        tiles += [audit.photos[i], audit.surrogates[i], pictures["truth"][i], pictures["surrogate"][i]]
+    write_image(path, image_grid(tiles, ncols=4))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--patients", type=int, default=24)
+    parser.add_argument("--simulated-rounds", type=int, default=900,
+                        help="rounds the server simulates to train each inverter")
+    parser.add_argument("--iterations", type=int, default=100, help="gradient-matching iterations")
+    parser.add_argument("--dp-clip", type=float, default=1.0)
+    parser.add_argument("--dp-noise", type=float, default=0.01,
+                        help="the noise's standard deviation, in units of the clip")
+    parser.add_argument("--figures", type=Path, default=Path("docs/update_leakage"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    started = time.perf_counter()
+    audit = Audit(args.patients, args.seed)
+    report = {"patients": args.patients, "chance": audit.chance, "reid_originals": audit.reid_originals,
+              "surrogates_released_by_gate": audit.released, "scenarios": {}}
+    args.figures.mkdir(parents=True, exist_ok=True)
+    for name, model in checkpoints(args.seed, dp=False).items():
+        server_round = 1 if name == "round-1" else 3
+        for scenario in ("a", "b"):
+            result, pictures = learned_attack(audit, scenario, name, model, server_round,
+                                              args.simulated_rounds, seed=args.seed)
+            report["scenarios"][f"{scenario}/{name}"] = result
+            figure(audit, pictures, args.figures / f"{scenario}_{name}.png")
+        _log(f"  (c) {name}")
+        report["scenarios"][f"c/{name}"] = main_job_attack(audit, name, model, server_round,
+                                                           args.iterations, args.seed)
+    dp_model = checkpoints(args.seed, dp=True)["round-1"]
+    result, pictures = learned_attack(audit, "d", "round-1", dp_model, 1, args.simulated_rounds,
+                                      seed=args.seed, privatise=local_dp(args.dp_clip, args.dp_noise))
+    report["scenarios"]["d/round-1"] = result | {"dp_clip": args.dp_clip, "dp_noise": args.dp_noise}
+    figure(audit, pictures, args.figures / "d_round-1.png")
+    _log("  (a) by gradient matching alone")
+    report["optimisation_only"] = optimisation_only(audit, checkpoints(args.seed, dp=False)["round-1"],
+                                                    4, args.iterations, args.seed)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report["scenarios"].items():
+            for source in ("truth", "surrogate"):
+                print(key, source, value[source])
+
+
+if __name__ == "__main__":
+    main()

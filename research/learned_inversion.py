@@ -1,0 +1,148 @@
+"""The learned inverter (Wu et al. 2023, "Learning to Invert"): the server simulates the
+site's round on photos of its own from the same domain, and trains a network from the
+update to the photos (docs/update_leakage.md).
+
+The server's photos are phantoms of people it draws and, for a share, the photos it holds
+of the patients (its re-identification gallery); :class:`InvertedGalleryAttacker` then
+names a reconstruction's patient among reconstructions of that gallery.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from research.update_inversion import LocalTraining, Observed, site_update
+
+__all__ = ["features", "Inverter", "simulate", "train_inverter", "learned_invert",
+           "InvertedGalleryAttacker"]
+
+
+def features(observed: Observed, training: LocalTraining, *, max_size: int = 10_000) -> np.ndarray:
+    """The update as a vector: every tensor of at most ``max_size`` values (the first
+    convolution, the last decoder stages, the head, every BatchNorm), parameters in units
+    of ``lr`` per step, running statistics in units of the momentum."""
+    parts = []
+    for key, before in observed.sent.items():
+        if before.numel() > max_size or key.endswith("num_batches_tracked"):
+            continue
+        delta = (observed.returned[key] - before).float().flatten()
+        scale = 0.1 if "running_" in key else training.lr * training.steps
+        parts.append(delta / scale)
+    return torch.cat(parts).numpy()
+
+
+class Inverter(nn.Module):
+    """Update features -> ``n`` photos (64 x 64) and their mask logits: standardised
+    features, an MLP to each at 32 x 32, upsampled and sharpened by two convolutions."""
+
+    def __init__(self, n_features: int, n_images: int, *, hidden: int = 256):
+        super().__init__()
+        self.n_images = n_images
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+        self.encode = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Dropout(0.2),
+                                    nn.Linear(hidden, 2 * hidden), nn.ReLU(),
+                                    nn.Linear(2 * hidden, n_images * 4 * 32 * 32))
+        self.refine = nn.Sequential(nn.Conv2d(4, 24, 3, padding=1), nn.ReLU(), nn.Conv2d(24, 4, 3, padding=1))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        """N x n x 4 x 64 x 64: RGB in 0..1, then the mask's logit."""
+        coarse = self.encode((f - self.mean) / self.std).view(-1, 4, 32, 32)
+        coarse = nn.functional.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=False)
+        out = (coarse + self.refine(coarse)).view(len(f), self.n_images, 4, 64, 64)
+        return torch.cat([torch.sigmoid(out[:, :, :3]), out[:, :, 3:]], dim=2)
+
+
+def simulate(model: nn.Module, training: LocalTraining, photos, count: int, *, seed: int = 0,
+             privatise=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``count`` simulated rounds of the site's training from ``model``, each on
+    ``photos(rng, n)`` -> (uint8 n x 64 x 64 x 3, bool n x 64 x 64); ``privatise(observed,
+    rng)`` applies the site's differential privacy, if any. Returns the update features,
+    the photos (count x n x 64 x 64 x 3) and the masks."""
+    rng = np.random.default_rng([seed, 0x1A7])
+    feats, images, masks = [], [], []
+    for _ in range(count):
+        x, y = photos(rng, training.n_images)
+        observed = site_update(model, x, y, training)
+        if privatise is not None:
+            observed = privatise(observed, rng)
+        feats.append(features(observed, training))
+        images.append(x)
+        masks.append(y)
+    return np.stack(feats), np.stack(images), np.stack(masks)
+
+
+def _set_loss(out: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Per sample, the photos' squared error plus the masks' cross-entropy under the
+    best pairing of the sample's n outputs with its n photos (a site's photos are a set)."""
+    n = out.shape[1]
+    errors = []
+    for p in itertools.permutations(range(n)):
+        o = out[:, list(p)]
+        bce = nn.functional.binary_cross_entropy_with_logits(o[:, :, 3], masks, reduction="none")
+        errors.append((o[:, :, :3] - images).pow(2).mean(dim=(1, 2, 3, 4)) + 0.1 * bce.mean(dim=(1, 2, 3)))
+    return torch.stack(errors).min(dim=0).values.mean()
+
+
+def train_inverter(feats: np.ndarray, images: np.ndarray, masks: np.ndarray, *, epochs: int = 20,
+                   batch_size: int = 64, seed: int = 0) -> Inverter:
+    """Fit an :class:`Inverter` to simulated rounds (:func:`simulate`)."""
+    torch.manual_seed(seed)
+    f = torch.from_numpy(feats).float()
+    x = torch.from_numpy(images).permute(0, 1, 4, 2, 3).float() / 255
+    y = torch.from_numpy(masks).float()
+    net = Inverter(f.shape[1], x.shape[1])
+    net.mean.copy_(f.mean(0))
+    net.std.copy_(f.std(0).clamp_min(1e-6))
+    optimiser = torch.optim.Adam(net.parameters(), lr=2e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 2e-3,
+                                                   total_steps=epochs * math.ceil(len(f) / batch_size))
+    generator = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(f), generator=generator)
+        for start in range(0, len(f), batch_size):
+            batch = order[start : start + batch_size]
+            optimiser.zero_grad()
+            _set_loss(net(f[batch]), x[batch], y[batch]).backward()
+            optimiser.step()
+            schedule.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def learned_invert(net: Inverter, observed: Observed, training: LocalTraining
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The inverter's photos (uint8 n x 64 x 64 x 3) and masks (bool n x 64 x 64) for one
+    observed update."""
+    out = net(torch.from_numpy(features(observed, training)).float()[None])[0]
+    return ((out[:, :3].permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8),
+            (out[:, 3] > 0).numpy())
+
+
+class InvertedGalleryAttacker:
+    """Names the patient a reconstruction shows by its nearest neighbour among
+    reconstructions of the patients' known photos: the server puts each gallery photo
+    through the same round and the same inversion, so gallery and probe are blurred alike
+    (``images``: those reconstructions, ``labels``: their patients). Distance: pixels,
+    each image standardised."""
+
+    name = "inverted"
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.gallery, self.labels = self._standardise(images), np.asarray(labels)
+
+    @staticmethod
+    def _standardise(images: np.ndarray) -> np.ndarray:
+        x = np.asarray(images, np.float32).reshape(len(images), -1)
+        return (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
+
+    def identify(self, images: np.ndarray) -> np.ndarray:
+        probes = self._standardise(images)
+        distances = (probes**2).sum(1)[:, None] - 2 * probes @ self.gallery.T + (self.gallery**2).sum(1)[None]
+        return self.labels[distances.argmin(1)]

@@ -1,0 +1,59 @@
+"""The update-inversion attack on a small case: the replay is the site's training exactly;
+the positive control (one photo, one step) rebuilds its patient; trained on a surrogate,
+the update gives back the surrogate, not the patient."""
+
+import numpy as np
+import pytest
+import torch
+
+from deid_client.firewall import Firewall
+from deid_client.firewall.config import compose_firewall
+from deid_client.phantom import render_phantom, sample_identity, sample_lesion
+from deid_client.phantom_flow.captions import attributes_of
+from deid_client.task.segmentation import build_unet, to_tensors
+from research.reid import photo_sessions
+from research.learned_inversion import learned_invert, simulate, train_inverter
+from research.update_inversion import LocalTraining, image_scores, replay, site_update
+
+
+def _aux(rng, n):
+    drawn = [render_phantom(sample_identity(rng), sample_lesion(rng), 64) for _ in range(n)]
+    return np.stack([p.image for p in drawn]), np.stack([p.mask for p in drawn])
+
+
+@pytest.mark.parametrize("epochs,n", [(1, 1), (2, 3)])
+def test_the_replay_is_the_sites_training_exactly(epochs, n):
+    """Same shuffles, augmentation draws, loss and Adam steps: the replayed update and
+    BatchNorm statistics equal what ``train_epochs`` returned."""
+    model = build_unet("resnet18", 3, seed=0)
+    photos, masks = _aux(np.random.default_rng(1), n)
+    training = LocalTraining(n_images=n, epochs=epochs, batch_size=2, lr=0.002, seed=3)
+    observed = site_update(model, photos, masks, training)
+    update, running = replay(model, observed.sent, *to_tensors(photos, masks), training, create_graph=False)
+    for key, delta in update.items():
+        torch.testing.assert_close(delta, observed.returned[key] - observed.sent[key], atol=1e-6, rtol=1e-4)
+    for key, value in running.items():
+        torch.testing.assert_close(value, observed.returned[key], atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.timeout(240)
+def test_the_positive_control_rebuilds_its_patient_and_a_surrogate_update_its_surrogate():
+    model = build_unet("resnet18", 3, seed=0)
+    training = LocalTraining(n_images=1, epochs=1, batch_size=4, lr=0.002, seed=1)
+    inverter = train_inverter(*simulate(model, training, _aux, 300, seed=5), epochs=15)
+    sessions, people = photo_sessions(4, 1, size=64, seed=0)
+    photos = np.stack([s[0].image for s in sessions])
+    masks = np.stack([s[0].mask for s in sessions])
+    rebuilt = np.stack([learned_invert(inverter, site_update(model, photos[[i]], masks[[i]], training),
+                                       training)[0][0] for i in range(4)])
+    ssim = np.array([[image_scores(r, p)[1] for p in photos] for r in rebuilt])
+    # each reconstruction is nearer its own patient than any other patient
+    assert (ssim.argmax(axis=1) == np.arange(4)).all(), ssim.round(2)
+
+    cfg = compose_firewall([])
+    made = Firewall(cfg, cfg.model.load())(list(photos), [attributes_of(p) for p in people])
+    from_surrogates = [learned_invert(inverter, site_update(model, r.surrogate[None], r.mask[None], training),
+                                      training)[0][0] for r in made]
+    to_surrogate = [image_scores(x, r.surrogate)[1] for x, r in zip(from_surrogates, made)]
+    to_patient = [image_scores(x, p)[1] for x, p in zip(from_surrogates, photos)]
+    assert np.mean(to_surrogate) > np.mean(to_patient), (to_surrogate, to_patient)
