@@ -13,7 +13,8 @@ import psutil
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedProx, Result
+from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
+                                     DifferentialPrivacyServerSideFixedClipping, FedProx, Result)
 
 from deid_client.io.images import read_image, write_image
 from deid_client.task.data import load_node_data, training_mask
@@ -146,15 +147,18 @@ def test_aggregation_does_not_depend_on_reply_order(model_state):
 def test_strategy_choices(model_state):
     shapes = {k: tuple(v.shape) for k, v in model_state.items()}
     assert isinstance(make_strategy("fedprox", model_shapes=shapes, proximal_mu=0.1), FedProx)
-    dp = make_strategy("fedavg", model_shapes=shapes, dp_noise_multiplier=0.5, min_nodes=1)
-    assert isinstance(dp, DifferentialPrivacyServerSideFixedClipping)
-    # With DP on, the guard is the outermost layer: a leaking reply (extra image array) is
-    # dropped before DP clipping ever handles its arrays.
-    image = torch.from_numpy(make_phantom(0, 64).image)
-    leak = reply(RecordDict({"arrays": ArrayRecord({**model_state, "photo": image}),
-                             "metrics": MetricRecord({"num-examples": 4})}))
-    assert dp.aggregate_train(1, [leak]) == (None, None)
-    assert dp.screened == 1 and "unexpected ['photo']" in dp.violations[0]
+    for mode, wrapper in (("central", DifferentialPrivacyServerSideFixedClipping),
+                          ("client", DifferentialPrivacyClientSideFixedClipping)):
+        dp = make_strategy("fedavg", model_shapes=shapes, dp=mode, dp_noise_multiplier=0.5, min_nodes=1)
+        assert isinstance(dp, wrapper)
+        # With DP on, the guard is the outermost layer: a leaking reply (extra image array) is
+        # dropped before DP clipping or noise ever handles its arrays, and spends nothing.
+        image = torch.from_numpy(make_phantom(0, 64).image)
+        leak = reply(RecordDict({"arrays": ArrayRecord({**model_state, "photo": image}),
+                                 "metrics": MetricRecord({"num-examples": 4})}))
+        assert dp.aggregate_train(1, [leak]) == (None, None)
+        assert dp.screened == 1 and "unexpected ['photo']" in dp.violations[0]
+        assert dp.dp_spent == {} and dp.ledger.spent()["dp_epsilon"] == 0.0
     with pytest.raises(ValueError, match="strategy"):
         make_strategy("fedsgd", model_shapes=shapes)
 
