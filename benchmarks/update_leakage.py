@@ -287,13 +287,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
     audit = Audit(args.patients, args.seed)
     report = {"patients": args.patients, "chance": audit.chance, "reid_originals": audit.reid_originals,
               "surrogates_released_by_gate": audit.released, "scenarios": {}}
     args.figures.mkdir(parents=True, exist_ok=True)
-    for name, model in checkpoints(args.seed, dp=False).items():
+    models = checkpoints(args.seed, dp=False)
+    for name, model in models.items():
         server_round = 1 if name == "round-1" else 3
         for scenario in ("a", "b"):
             result, pictures = learned_attack(audit, scenario, name, model, server_round,
@@ -309,8 +309,7 @@ def main() -> None:
     report["scenarios"]["d/round-1"] = result | {"dp_clip": args.dp_clip, "dp_noise": args.dp_noise}
     figure(audit, pictures, args.figures / "d_round-1.png")
     _log("  (a) by gradient matching alone")
-    report["optimisation_only"] = optimisation_only(audit, checkpoints(args.seed, dp=False)["round-1"],
-                                                    4, args.iterations, args.seed)
+    report["optimisation_only"] = optimisation_only(audit, models["round-1"], 4, args.iterations, args.seed)
     report["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -53,7 +53,7 @@ def main(grid: Grid, context: Context) -> None:
         seconds = {r: ends[r] - ends[r - 1] for r in ends if r - 1 in ends}
         if strategy.stopped:  # the rounds after the stop sent nothing: they are not in the history
             seconds = {r: s for r, s in seconds.items() if r <= strategy.failed_rounds[-1]["round"]}
-        privacy = {"dp": strategy.ledger.mode} | strategy.ledger.spent() if strategy.ledger else {}
+        privacy = ({"dp": strategy.ledger.mode} | strategy.ledger.spent()) if strategy.ledger else {}
         return recorder.write_history(
             strategy.progress, done, {"privacy_violations": strategy.violations,
                                       "replies_screened": strategy.screened, **privacy},
