@@ -15,7 +15,7 @@ measured on those sessions and learns from its surrogates and twins too; trained
 for each configuration). ``reid_original_<attacker>`` is each one's top-1 rate on the patients' other
 sessions: an attacker that cannot recognise originals proves nothing. One held-out
 photo per patient is the source: each of ``--identities`` target prompts (alternating
-sex class, ``min_change`` or more steps from the patient) gives one surrogate and its
+sex class; ``min_change`` or more steps from the patient where that is set) gives one surrogate and its
 healthy twin (``deid_client.firewall.Firewall``), with the settings in
 ``deid_client/firewall/conf/firewall.yaml``.
 ``reid_surrogate_<attacker>`` is the share of surrogates it still attributes to their

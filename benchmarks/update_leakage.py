@@ -48,6 +48,7 @@ from deid_client.phantom_flow.captions import attributes_of
 from deid_client.task.segmentation import build_unet, round_lr, train_epochs
 from research.reid import AwareAttacker, CnnAttacker, DlibAttacker, photo_sessions
 from research.learned_inversion import InvertedGalleryAttacker, learned_invert, simulate, train_inverter
+from research.prior_inversion import prior_invert, train_prior_inverter
 from research.update_inversion import LocalTraining, Observed, image_scores, invert, match, site_update
 
 GALLERY_SESSIONS = 3  # the patients' photos the re-identification attackers know
@@ -57,19 +58,20 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def auxiliary(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The server's own photos: phantoms of people of its own drawing, exact masks."""
+def auxiliary(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """The server's own photos: phantoms of people of its own drawing, exact masks, and who
+    they are."""
     drawn = [render_phantom(sample_identity(rng), sample_lesion(rng), 64) for _ in range(n)]
-    return np.stack([p.image for p in drawn]), np.stack([p.mask for p in drawn])
+    return np.stack([p.image for p in drawn]), np.stack([p.mask for p in drawn]), [p.identity for p in drawn]
 
 
-def with_gallery(gallery: np.ndarray, masks: np.ndarray, share: float):
+def with_gallery(gallery: np.ndarray, masks: np.ndarray, people: list, share: float):
     """The server's photos for simulated rounds: its own phantoms, and with probability
-    ``share`` each one of the photos it knows of the patients (mirrored and relit at
-    random, so that the inverter learns those faces, not those photos)."""
+    ``share`` each one of the photos it knows of the patients (``people``: who each shows;
+    mirrored and relit at random, so that the inverters learn those faces, not those photos)."""
 
-    def photos(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        images, truths = auxiliary(rng, n)
+    def photos(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, list]:
+        images, truths, who = auxiliary(rng, n)
         for i in range(n):
             if rng.random() < share:
                 k = int(rng.integers(len(gallery)))
@@ -78,8 +80,8 @@ def with_gallery(gallery: np.ndarray, masks: np.ndarray, share: float):
                     image, mask = image[:, ::-1], mask[:, ::-1]
                 gain = rng.uniform(0.85, 1.15)
                 images[i] = np.clip(image.astype(np.float32) * gain, 0, 255).astype(np.uint8)
-                truths[i] = mask
-        return images, truths
+                truths[i], who[i] = mask, people[k]
+        return images, truths, who
 
     return photos
 
@@ -104,7 +106,7 @@ def checkpoints(seed: int, dp: bool) -> dict[str, torch.nn.Module]:
     other people: Dice well above zero, far from converged)."""
     first = build_unet("resnet18", 3, seed=seed, norm="group" if dp else "batch")
     mid = build_unet("resnet18", 3, seed=seed, norm="group" if dp else "batch")
-    images, masks = auxiliary(np.random.default_rng([seed, 0x3D]), 48)
+    images, masks, _ = auxiliary(np.random.default_rng([seed, 0x3D]), 48)
     train_epochs(mid, images, masks, epochs=5, batch_size=4, lr=0.002, seed=seed)
     return {"round-1": first, "mid-training": mid}
 
@@ -118,6 +120,7 @@ class Audit:
         labels = np.repeat(np.arange(n_patients), GALLERY_SESSIONS)
         self.gallery, self.gallery_labels = gallery, labels
         self.gallery_masks = np.stack([p.mask for s in sessions for p in s[:GALLERY_SESSIONS]])
+        self.gallery_people = [p.identity for s in sessions for p in s[:GALLERY_SESSIONS]]
         _log("attackers: dlib gallery, defence-aware CNN")
         self.attackers = [DlibAttacker(gallery, labels),
                           AwareAttacker([s[:GALLERY_SESSIONS] for s in sessions], self.people, seed=seed)]
@@ -185,53 +188,68 @@ SCENARIOS = {
 
 def learned_attack(audit: Audit, scenario: str, name: str, model, server_round: int, sims: int,
                    seed: int, privatise=None, share: float = 0.3) -> tuple[dict, dict]:
-    """One scenario at one checkpoint, both mask sources; the inverter trained once."""
+    """One scenario at one checkpoint, both mask sources, both inverters (pixels, and the
+    generative prior: the person read and rendered), trained once on the same rounds."""
     spec = SCENARIOS[scenario]
     training = LocalTraining(n_images=spec["n"], epochs=spec["epochs"], batch_size=spec["batch_size"],
                              lr=round_lr(0.002, server_round, 5), seed=server_round)
     started = time.perf_counter()
-    feats, images, masks = simulate(model, training, with_gallery(audit.gallery, audit.gallery_masks, share),
-                                    sims, seed=seed, privatise=privatise)
-    inverter = train_inverter(feats, images, masks, seed=seed)
+    rounds = simulate(model, training, with_gallery(audit.gallery, audit.gallery_masks, audit.gallery_people,
+                                                    share), sims, seed=seed, privatise=privatise)
+    simulated = time.perf_counter() - started
+    pixels, people = train_inverter(rounds, seed=seed), train_prior_inverter(rounds, seed=seed)
     seconds = time.perf_counter() - started
+    inverters = {"pixels": lambda o: learned_invert(pixels, o, training),
+                 "generative": lambda o: (prior_invert(people, o, training), None)}
     n = len(audit.people)
     sites = [list(range(i, i + spec["n"])) for i in range(0, n - spec["n"] + 1, spec["n"])]
     rng = np.random.default_rng([seed, 0xD9])
 
-    def rebuild(photos: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def observe(photos: np.ndarray, masks: np.ndarray):
         observed = site_update(model, photos, masks, training)
-        if privatise is not None:
-            observed = privatise(observed, rng)
-        return learned_invert(inverter, observed, training)
+        return observed if privatise is None else privatise(observed, rng)
 
     # The server's own gallery of reconstructions: each known photo of the patients through
     # the same round (with other patients' photos of the same session, as a site of n).
     per_session = [[p * GALLERY_SESSIONS + s for p in range(n)] for s in range(GALLERY_SESSIONS)]
-    known, known_labels = [], []
+    known = {k: ([], []) for k in inverters}
     for session in per_session:
         for i in range(0, n - spec["n"] + 1, spec["n"]):
             site = session[i : i + spec["n"]]
-            photos, _ = rebuild(audit.gallery[site], audit.gallery_masks[site])
-            for r, t in enumerate(match(photos, audit.gallery[site])):
-                known.append(photos[r])
-                known_labels.append(audit.gallery_labels[site[t]])
-    known, known_labels = np.stack(known), np.array(known_labels)
-    channel = [InvertedGalleryAttacker(known, known_labels), CnnAttacker(known, known_labels, seed=seed)]
-    channel[1].name = "inverted-cnn"
-    results, pictures = {}, {}
+            observed = observe(audit.gallery[site], audit.gallery_masks[site])
+            for method, invert_with in inverters.items():
+                photos, _ = invert_with(observed)
+                for r, t in enumerate(match(photos, audit.gallery[site])):
+                    known[method][0].append(photos[r])
+                    known[method][1].append(audit.gallery_labels[site[t]])
+    recovered = {(k, source): ([], []) for k in inverters for source in ("truth", "surrogate")}
     for source in ("truth", "surrogate"):
-        recovered, recovered_masks = [], []
         for site in sites:
-            photos, got = rebuild(*audit.training_pairs(source, site))
-            recovered.append(photos)
-            recovered_masks.append(got)
-        results[source] = audit.score(recovered, recovered_masks, source, sites, channel,
-                                      prior=(images.reshape(-1, 64, 64, 3).mean(0) + 0.5).astype(np.uint8))
-        pictures[source] = [p for site_photos in recovered for p in site_photos]
-    _log(f"  ({scenario}) {name}: truth SSIM {results['truth']['ssim_patient']:.2f}, "
-         f"re-ID {results['truth']['reid_worst']:.2f}; surrogate SSIM to surrogate "
-         f"{results['surrogate']['ssim_surrogate']:.2f}, re-ID {results['surrogate']['reid_worst']:.2f} "
-         f"(inverter {seconds:.0f} s)")
+            observed = observe(*audit.training_pairs(source, site))
+            for method, invert_with in inverters.items():
+                photos, got = invert_with(observed)
+                recovered[method, source][0].append(photos)
+                recovered[method, source][1].append(got)
+    mean_photo = (rounds.images.reshape(-1, 64, 64, 3).mean(0) + 0.5).astype(np.uint8)
+    results, pictures = {"generative": {}}, {}
+    for method in inverters:
+        images, labels = np.stack(known[method][0]), np.array(known[method][1])
+        channel = [InvertedGalleryAttacker(images, labels), CnnAttacker(images, labels, seed=seed)]
+        channel[1].name = "inverted-cnn"
+        for source in ("truth", "surrogate"):
+            photos, masks = recovered[method, source]
+            scores = audit.score(photos, None if masks[0] is None else masks, source, sites, channel,
+                                 prior=mean_photo)
+            (results if method == "pixels" else results["generative"])[source] = scores
+            key = source if method == "pixels" else f"generative/{source}"
+            pictures[key] = [p for site_photos in photos for p in site_photos]
+    for method, out in (("pixels", results), ("generative", results["generative"])):
+        _log(f"  ({scenario}) {name}, {method}: truth SSIM {out['truth']['ssim_patient']:.2f}, re-ID "
+             f"{out['truth']['reid_worst']:.2f} (dlib {out['truth']['reid_dlib']:.2f}, aware "
+             f"{out['truth']['reid_aware']:.2f}); surrogate SSIM to surrogate "
+             f"{out['surrogate']['ssim_surrogate']:.2f}, re-ID {out['surrogate']['reid_worst']:.2f}")
+    _log(f"  ({scenario}) {name}: {sims} rounds simulated in {simulated:.0f} s, inverters {seconds:.0f} s, "
+         f"all {time.perf_counter() - started:.0f} s")
     return {**results, "local_steps": training.steps, "simulated_rounds": sims,
             "inverter_seconds": round(seconds, 1)}, pictures
 
@@ -267,11 +285,13 @@ def optimisation_only(audit: Audit, model, patients: int, iterations: int, seed:
 
 
 def figure(audit: Audit, pictures: dict, path: Path, rows: int = 8) -> None:
-    """Per row: patient | surrogate | from the truth update | from the surrogate update."""
+    """Per row: patient | surrogate | from the truth update | from the surrogate update,
+    by the pixel inverter, then by the generative prior."""
     tiles = []
     for i in range(min(rows, len(audit.people))):
-        tiles += [audit.photos[i], audit.surrogates[i], pictures["truth"][i], pictures["surrogate"][i]]
-    write_image(path, image_grid(tiles, ncols=4))
+        tiles += [audit.photos[i], audit.surrogates[i], pictures["truth"][i], pictures["surrogate"][i],
+                  pictures["generative/truth"][i], pictures["generative/surrogate"][i]]
+    write_image(path, image_grid(tiles, ncols=6))
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 
 from research.update_inversion import LocalTraining, Observed, site_update
 
-__all__ = ["features", "Inverter", "simulate", "train_inverter", "learned_invert",
+__all__ = ["features", "Inverter", "Rounds", "simulate", "train_inverter", "learned_invert",
            "InvertedGalleryAttacker"]
 
 
@@ -58,23 +59,39 @@ class Inverter(nn.Module):
         return torch.cat([torch.sigmoid(out[:, :, :3]), out[:, :, 3:]], dim=2)
 
 
+@dataclass
+class Rounds:
+    """Simulated rounds: the update features (count x features), the photos (count x n x
+    64 x 64 x 3), their masks and, where the photos' source says, the people in them
+    (count x n :class:`~deid_client.phantom.Identity`, else ``None``)."""
+
+    features: np.ndarray
+    images: np.ndarray
+    masks: np.ndarray
+    people: np.ndarray | None
+
+
 def simulate(model: nn.Module, training: LocalTraining, photos, count: int, *, seed: int = 0,
-             privatise=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             privatise=None) -> Rounds:
     """``count`` simulated rounds of the site's training from ``model``, each on
-    ``photos(rng, n)`` -> (uint8 n x 64 x 64 x 3, bool n x 64 x 64); ``privatise(observed,
-    rng)`` applies the site's differential privacy, if any. Returns the update features,
-    the photos (count x n x 64 x 64 x 3) and the masks."""
+    ``photos(rng, n)`` -> (uint8 n x 64 x 64 x 3, bool n x 64 x 64[, the n people]);
+    ``privatise(observed, rng)`` applies the site's differential privacy, if any."""
     rng = np.random.default_rng([seed, 0x1A7])
-    feats, images, masks = [], [], []
+    feats, images, masks, people = [], [], [], []
     for _ in range(count):
-        x, y = photos(rng, training.n_images)
+        x, y, *who = photos(rng, training.n_images)
         observed = site_update(model, x, y, training)
         if privatise is not None:
             observed = privatise(observed, rng)
         feats.append(features(observed, training))
         images.append(x)
         masks.append(y)
-    return np.stack(feats), np.stack(images), np.stack(masks)
+        people += who
+    known = np.empty((count, training.n_images), dtype=object) if people else None
+    if known is not None:
+        for i, row in enumerate(people):
+            known[i, :] = list(row)
+    return Rounds(np.stack(feats), np.stack(images), np.stack(masks), known)
 
 
 def _set_loss(out: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -89,10 +106,10 @@ def _set_loss(out: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> t
     return torch.stack(errors).min(dim=0).values.mean()
 
 
-def train_inverter(feats: np.ndarray, images: np.ndarray, masks: np.ndarray, *, epochs: int = 20,
-                   batch_size: int = 64, seed: int = 0) -> Inverter:
+def train_inverter(rounds: Rounds, *, epochs: int = 20, batch_size: int = 64, seed: int = 0) -> Inverter:
     """Fit an :class:`Inverter` to simulated rounds (:func:`simulate`)."""
     torch.manual_seed(seed)
+    feats, images, masks = rounds.features, rounds.images, rounds.masks
     f = torch.from_numpy(feats).float()
     x = torch.from_numpy(images).permute(0, 1, 4, 2, 3).float() / 255
     y = torch.from_numpy(masks).float()

@@ -13,9 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(*argv: str) -> dict:
+def _run(*argv: str, timeout: int = 600) -> dict:
     done = subprocess.run([sys.executable, *argv, "--json"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=timeout)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
@@ -76,9 +76,10 @@ def test_distribution_table_compares_the_papers_pairs():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_update_leakage_benchmark_reports_every_scenario_source_and_attacker(tmp_path):
     result = _run("benchmarks/update_leakage.py", "--patients", "4", "--simulated-rounds", "30",
-                  "--iterations", "2", "--figures", str(tmp_path))
+                  "--iterations", "2", "--figures", str(tmp_path), timeout=1100)
     assert result["chance"] == pytest.approx(1 / 4) and result["reid_originals"]["dlib"] == 1.0
     expected = {f"{s}/{c}" for s in "abc" for c in ("round-1", "mid-training")} | {"d/round-1"}
     assert set(result["scenarios"]) == expected
@@ -89,6 +90,10 @@ def test_update_leakage_benchmark_reports_every_scenario_source_and_attacker(tmp
             assert {"reid_dlib", "reid_aware"} <= set(reid)
             assert scores["reid_worst"] == max(reid.values())
             assert 0 <= scores["ssim_patient"] <= 1 and 0 <= scores["ssim_surrogate"] <= 1
-        if not name.startswith("c/"):  # the learned attacks: the update channel's attackers too
+        if not name.startswith("c/"):  # the learned attacks: the update channel's attackers too,
             assert {"reid_inverted", "reid_inverted-cnn"} <= set(scenario["truth"])
+            for source in ("truth", "surrogate"):  # and the generative prior's reconstructions
+                scores = scenario["generative"][source]
+                assert {"reid_dlib", "reid_aware", "reid_inverted"} <= set(scores)
+                assert 0 <= scores["ssim_patient"] <= 1
     assert {p.name for p in tmp_path.iterdir()} >= {"a_round-1.png", "d_round-1.png"}

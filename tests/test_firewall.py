@@ -213,24 +213,45 @@ def test_a_photo_without_a_face_is_refused_without_new_draws(tmp_path):
     assert report.refused and len(calls) == 2 * 3  # the patient unchanged on all three draws
 
 
-def test_site_attributes_keep_surrogates_away_from_the_patient(tmp_path):
-    """attributes.csv beside the photos: each target is min_change steps from what is known."""
+def test_gate_retries_draw_new_noise_not_a_new_target():
+    """A retry keeps the photo's first target: a target the gate picked (one far enough from
+    the patient to pass) would tell the patient's attributes (docs/privacy_attackers.md)."""
+    from deid_client.firewall import Firewall
+
+    cfg = compose_firewall(["gate.retries=2", "identity.n_max=0", "identity.n_min=0"])
+    firewall = Firewall(cfg, cfg.model.load())
+    face = skdata.astronaut()[20:276:4, 130:386:4]
+    keys = [f"photo-{i}" for i in range(6)]
+    results = firewall([face] * len(keys), keys=keys)
+    assert all(not r.released and r.verdict.distance is not None for r in results)  # retried twice
+    assert [r.target for r in results] == [firewall.draw_target(k) for k in keys]
+
+
+def test_site_attributes_steer_targets_only_when_asked(tmp_path):
+    """attributes.csv beside the photos: by default (min_change 0) targets are drawn blind to
+    it, the very prompts drawn without it (so a surrogate tells nothing of its patient's
+    attributes); with min_change=3 each target is 3 steps from what is known."""
     from deid_client.io.images import read_image
     from deid_client.io.pseudonyms import load_site_secret, pseudonym
 
     site = hospital_folder(tmp_path / "site", bad=False)
+
+    def targets(out: Path, *overrides: str) -> dict[str, str]:
+        assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "s"),
+                     RELEASE_NO_FACE, *overrides]) == 0
+        return {e["pseudonym"]: e["target_prompt"] for e in json.loads((out / MANIFEST).read_text())["photos"]}
+
+    unknown = targets(tmp_path / "unknown")
     known = {"jane_patient_face.jpg": {"sex": "female", "skin_type": "2"},
              "mr_smith.png": {"sex": "male", "skin_type": "6"}}
     (site / "attributes.csv").write_text("file,sex,skin_type\n" + "".join(
         f"{f},{a['sex']},{a['skin_type']}\n" for f, a in known.items()))
-    out = tmp_path / "out"
-    assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "s"),
-                 RELEASE_NO_FACE]) == 0
+    assert targets(tmp_path / "blind") == unknown
+    kept = targets(tmp_path / "kept", "min_change=3")
     prompts, secret = compose_firewall().prompts, load_site_secret(tmp_path / "s")
-    targets = {e["pseudonym"]: e["target_prompt"] for e in json.loads((out / MANIFEST).read_text())["photos"]}
     for file, patient in known.items():
-        target = targets[pseudonym(read_image(site / "images" / file), secret)]
-        chosen = next(p for p in prompts._people() if prompts.describe(p) == target)
+        target = kept[pseudonym(read_image(site / "images" / file), secret)]
+        chosen = next(p for p in prompts.people() if prompts.describe(p) == target)
         assert prompts.distance(patient, chosen) >= 3, (patient, target)
     (site / "attributes.csv").write_text("file,sex\nmr_smith.png,robot\n")
     assert main(["firewall", str(site), "-o", str(tmp_path / "o2"), "--secret-file",
@@ -247,7 +268,7 @@ def test_phantom_prompts_are_the_models_own_words():
         assert prompts.describe(attributes_of(person)) == prompt_for(person)
         assert prompts.describe(attributes_of(person), healthy=True) == prompt_for(person, erythema=False)
         for target in prompts.draw_targets(attributes_of(person), 3, rng, min_change=3):
-            chosen = next(p for p in prompts._people() if prompts.describe(p) == target)
+            chosen = next(p for p in prompts.people() if prompts.describe(p) == target)
             assert prompts.distance(attributes_of(person), chosen) >= 3
             assert not (int(chosen["skin_type"]) >= 4 and chosen["hair_colour"] in ("blond", "grey"))
     assert prompts.describe(None) == "a photo of a person, with facial erythema"

@@ -80,7 +80,7 @@ class FirewallConfig:
     min_size: int = 0
     twin_from: TwinFrom = "patient"  # what the twin edit heals: "patient" or "surrogate"
     lesion: Lesion = "edited"  # the surrogate's lesion: "edited" by the identity edit, or "carried"
-    min_change: int = 3  # phantom surrogate vs patient: skin-type steps + 1 for the sex class
+    min_change: int = 0  # steps between a surrogate and its patient (0: drawn blind to the patient)
     batch_size: int | None = None  # photos per model call; None: what the device takes
     privacy: str = field(kw_only=True)  # the level whose settings these are (preset's privacy_levels)
 

@@ -126,7 +126,7 @@ class GateConfig:
     """``threshold``: the least dlib distance between patient and surrogate (0.6: dlib's
     same-person threshold for real faces); ``no_face``: what to do when the recogniser
     finds no face in either photo (``refuse``: what cannot be audited is not released);
-    ``retries``: new draws (target prompt and noise) before a surrogate is refused;
+    ``retries``: new draws (new noise, the same target) before a surrogate is refused;
     ``enabled``: ``False`` releases everything unaudited (research only)."""
 
     threshold: float  # each preset sets it: 0.6 for real faces, the phantom world its own

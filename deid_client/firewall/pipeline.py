@@ -10,7 +10,7 @@ erythema mask and the identity gate's verdict out.
 3. **twin**: the same synthetic person without the condition (``twin_from``, ``lesion``);
 4. **mask**: where the surrogate is redder than its twin in CIELAB a* by more than theta;
 5. **gate**: dlib's face recogniser compares surrogate and twin with the photo; one too
-   close gets a new draw (target and noise), up to ``gate.retries``, then is refused.
+   close gets new noise (the same target), up to ``gate.retries``, then is refused.
 
 How the twin is made (``twin_from``):
 
@@ -120,7 +120,9 @@ class Firewall:
             if not pending:
                 break
             noise_keys = [_noise_key(keys[i], draw) for i in pending]
-            targets = [self.draw_target(k, attributes[i]) for k, i in zip(noise_keys, pending)]
+            # new noise, the same target: a target the gate chose (one far enough from the
+            # patient to pass) would tell the patient's attributes (docs/privacy_attackers.md)
+            targets = [self.draw_target(keys[i], attributes[i]) for i in pending]
             made = self.synthesise([images[i] for i in pending], targets, [attributes[i] for i in pending],
                                    keys=noise_keys, batch_size=len(pending))
             for i, result in zip(pending, made, strict=True):
@@ -239,5 +241,5 @@ class Firewall:
 
 
 def _noise_key(key: str, draw: int) -> str:
-    """The key of a photo's ``draw``-th try: its target and its noise."""
+    """The key of a photo's ``draw``-th try: its noise (its target is the first try's)."""
     return key if draw == 0 else f"{key}:draw{draw}"

@@ -16,6 +16,9 @@ are plain strings (``{"sex": "female", "skin_type": "2"}``).
 'a photo of a person, with clear skin'
 >>> t.draw_targets({"sex": "male"}, 1, np.random.default_rng(0), min_change=1)
 ['a photo of a woman, with erythema']
+>>> draw = lambda patient: t.draw_targets(patient, 2, np.random.default_rng(0))
+>>> draw({"sex": "male"}) == draw({"sex": "female"}) == draw(None)  # min_change 0: blind to the patient
+True
 """
 
 from __future__ import annotations
@@ -103,31 +106,29 @@ class PromptTemplate:
 
     def draw_targets(self, source: Attributes | None, count: int, rng: np.random.Generator, *,
                      min_change: int = 0) -> list[str]:
-        """``count`` different target prompts, each at least ``min_change`` steps from the
-        patient ``source``, or as far as the attributes known of them allow (``None``:
-        nothing is known, targets are free).
+        """``count`` different target prompts, drawn uniformly over the vocabulary outside
+        ``exclude``; the first attribute alternates between targets (in a random order),
+        so that several targets of one photo differ in it.
 
-        The first attribute alternates between targets, starting with a value unlike the
-        patient's; the others are drawn uniformly among the values that keep the target
-        far enough and outside ``exclude``.
+        ``min_change`` > 0 keeps each target at least that many steps from the patient
+        ``source`` (or as far as the attributes known of them allow). That makes the
+        target depend on the patient, so a released surrogate and its prompt then tell
+        something of the patient's attributes (docs/privacy_attackers.md). At 0 the draw
+        never reads ``source``: the same ``rng`` gives the same targets for anyone.
         """
         source = self.check(source)
-        people = self._people()
-        # as far as what is known allows: nothing known, nothing to keep away from
-        need = min(min_change, max(self.distance(source, p) for p in people))
-        allowed = [p for p in people if self.distance(source, p) >= need]
+        people = self.people()
+        if min_change > 0:
+            # as far as what is known allows: nothing known, nothing to keep away from
+            need = min(min_change, max(self.distance(source, p) for p in people))
+            people = [p for p in people if self.distance(source, p) >= need]
         first = next(iter(self.attributes))
-        values = list(self.attributes[first])
-        if first in source:  # start away from the patient
-            k = values.index(source[first])
-            values = values[k + 1:] + values[:k + 1]
-        else:
-            values = list(rng.permutation(values))
+        values = list(rng.permutation(list(self.attributes[first])))
         prompts: list[str] = []
         for i in range(count):
-            pool = [p for p in allowed if p[first] == values[i % len(values)]
+            pool = [p for p in people if p[first] == values[i % len(values)]
                     and self.describe(p) not in prompts] or \
-                   [p for p in allowed if self.describe(p) not in prompts]
+                   [p for p in people if self.describe(p) not in prompts]
             if not pool:
                 raise ValueError(f"found only {len(prompts)} of {count} distinct target prompts at "
                                  f"least {min_change} steps from the patient; ask for fewer or a "
@@ -135,7 +136,8 @@ class PromptTemplate:
             prompts.append(self.describe(pool[int(rng.integers(len(pool)))]))
         return prompts
 
-    def _people(self) -> list[dict[str, str]]:
+    def people(self) -> list[dict[str, str]]:
+        """Everyone the vocabulary can describe (every combination outside ``exclude``)."""
         people: list[dict[str, str]] = [{}]
         for name, values in self.attributes.items():
             people = [p | {name: v} for p in people for v in values]

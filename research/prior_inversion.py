@@ -1,0 +1,168 @@
+"""The generative-prior inverter: from a site's update to the *person*, not the pixels.
+
+Attacks with a generative image prior (Jeon et al. 2021, "GIAS"; Li et al. 2022, "GGL")
+search a face generator's latent space instead of pixel space, so that every
+reconstruction is a sharp, plausible face. In the phantom world the generator is public:
+the phantom renderer, whose latent is an :class:`~deid_client.phantom.Identity` (face
+geometry, colours, hair, and the session's light, backdrop and clothes). The server learns
+the map from an update to those parameters on the rounds it simulates
+(:func:`research.learned_inversion.simulate`, the same rounds the pixel inverter learns
+from), then renders what it reads: a clean phantom that a face recogniser can match.
+
+What cannot be read is left at a fixed value: the texture seed (freckle and mole places),
+jewellery and the lesion (none).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from deid_client.phantom import (HAIR_COLOURS, IRIS_COLOURS, Identity, render_phantom, sample_identity,
+                                 sample_lesion)
+from research.learned_inversion import Rounds, features
+from research.update_inversion import LocalTraining, Observed
+
+__all__ = ["SCALARS", "CHOICES", "identity_vector", "PriorInverter", "train_prior_inverter", "prior_invert",
+           "render"]
+
+#: The identity's numbers the inverter reads (tuples: every component).
+SCALARS = ("face_width", "face_height", "jaw_taper", "eye_spacing", "eye_width", "eye_height", "eye_level",
+           "brow_thickness", "brow_arch", "nose_length", "nose_width", "mouth_width", "mouth_level",
+           "lip_fullness", "lip_redness", "ear_size", "hairline", "beard", "flush", "light", "shadow",
+           "shine", "freckles", "moles", "skin_lab", "background", "clothing")
+#: Its categories, each with its values.
+CHOICES = {"sex": ("female", "male"), "iris": tuple(sorted(IRIS_COLOURS)),
+           "hair_style": ("short", "bald", "long", "bun"), "hair_colour": tuple(sorted(HAIR_COLOURS))}
+
+
+def identity_vector(person: Identity) -> tuple[list[float], list[int]]:
+    """``person``'s :data:`SCALARS` (flattened) and the index of each of its :data:`CHOICES`."""
+    numbers: list[float] = []
+    for name in SCALARS:
+        value = getattr(person, name)
+        numbers += [float(v) for v in value] if isinstance(value, tuple) else [float(value)]
+    return numbers, [values.index(getattr(person, name)) for name, values in CHOICES.items()]
+
+
+_SIZES = [3 if name in ("skin_lab", "background", "clothing") else 1 for name in SCALARS]
+
+
+def render(numbers: np.ndarray, choices: list[int], size: int = 64) -> np.ndarray:
+    """The phantom (uint8 size x size x 3) with these parameters, without a lesion."""
+    fields, at = {}, 0
+    for name, width in zip(SCALARS, _SIZES, strict=True):
+        part = [float(v) for v in numbers[at : at + width]]
+        fields[name] = tuple(part) if width > 1 else part[0]
+        at += width
+    fields["freckles"] = max(0, round(fields["freckles"]))
+    fields["moles"] = max(0, round(fields["moles"]))
+    fields.update({name: values[i] for (name, values), i in zip(CHOICES.items(), choices, strict=True)})
+    base = sample_identity(np.random.default_rng(0), sex=fields["sex"], distractors=False)
+    person = replace(base, **fields, jewellery=())
+    return render_phantom(person, sample_lesion(np.random.default_rng(0), "none"), size).image
+
+
+class PriorInverter(nn.Module):
+    """Update features -> ``n`` people: standardised numbers and each category's logits.
+    The features are standardised and projected on their ``basis`` (the simulated rounds'
+    principal directions: a first layer trained on them would only move within their span),
+    then an MLP."""
+
+    def __init__(self, basis: torch.Tensor, n_images: int, n_numbers: int, *, hidden: int = 512):
+        super().__init__()
+        self.n_images, self.n_numbers = n_images, n_numbers
+        self.width = n_numbers + sum(len(v) for v in CHOICES.values())
+        n_features, rank = basis.shape
+        self.register_buffer("basis", basis)
+        for name, size in (("mean", n_features), ("std", n_features), ("y_mean", n_numbers),
+                           ("y_std", n_numbers)):
+            self.register_buffer(name, torch.zeros(size) if "mean" in name else torch.ones(size))
+        self.net = nn.Sequential(nn.Linear(rank, hidden), nn.ReLU(), nn.Dropout(0.2),
+                                 nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, n_images * self.width))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        """N x n x width: standardised numbers, then the categories' logits."""
+        return self.head(((f - self.mean) / self.std) @ self.basis)
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        """The MLP on projected features."""
+        return self.net(z).view(len(z), self.n_images, self.width)
+
+    def loss(self, out: torch.Tensor, numbers: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
+        """Per sample, squared error plus cross-entropy under the best pairing of its n
+        outputs with its n people (a site's photos are a set)."""
+        errors = []
+        for order in itertools.permutations(range(self.n_images)):
+            o = out[:, list(order)]
+            error = (o[..., : self.n_numbers] - numbers).pow(2).mean(dim=(1, 2))
+            at = self.n_numbers
+            for j, values in enumerate(CHOICES.values()):
+                logits = o[..., at : at + len(values)]
+                error = error + 0.3 * nn.functional.cross_entropy(
+                    logits.reshape(-1, len(values)), choices[..., j].reshape(-1), reduction="none"
+                ).view(len(o), -1).mean(1)
+                at += len(values)
+            errors.append(error)
+        return torch.stack(errors).min(dim=0).values.mean()
+
+
+def train_prior_inverter(rounds: Rounds, *, epochs: int = 60, batch_size: int = 64, rank: int = 512,
+                         seed: int = 0) -> PriorInverter:
+    """Fit a :class:`PriorInverter` to simulated rounds whose people are known, on the
+    features' ``rank`` principal directions."""
+    if rounds.people is None:
+        raise ValueError("the simulated rounds do not say whose photos they are")
+    torch.manual_seed(seed)
+    feats = rounds.features
+    vectors = [[identity_vector(p) for p in row] for row in rounds.people]
+    numbers = torch.tensor([[v[0] for v in row] for row in vectors]).float()
+    choices = torch.tensor([[v[1] for v in row] for row in vectors]).long()
+    f = torch.from_numpy(feats).float()
+    mean, std = f.mean(0), f.std(0).clamp_min(1e-6)
+    z = (f - mean) / std
+    rank = min(rank, len(f) - 1)
+    v = torch.linalg.svd(z, full_matrices=False).Vh[:rank]
+    basis = v.T * math.sqrt(rank / f.shape[1])  # so that a component's variance is 1 on average
+    net = PriorInverter(basis.contiguous(), numbers.shape[1], numbers.shape[2])
+    net.mean.copy_(mean)
+    net.std.copy_(std)
+    net.y_mean.copy_(numbers.flatten(0, 1).mean(0))
+    net.y_std.copy_(numbers.flatten(0, 1).std(0).clamp_min(1e-6))
+    numbers = (numbers - net.y_mean) / net.y_std
+    z = z @ net.basis  # projected once: the MLP trains on the components
+    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 1e-3,
+                                                   total_steps=epochs * math.ceil(len(f) / batch_size))
+    generator = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(f), generator=generator)
+        for start in range(0, len(f), batch_size):
+            batch = order[start : start + batch_size]
+            optimiser.zero_grad()
+            net.loss(net.head(z[batch]), numbers[batch], choices[batch]).backward()
+            optimiser.step()
+            schedule.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def prior_invert(net: PriorInverter, observed: Observed, training: LocalTraining) -> np.ndarray:
+    """The people the inverter reads in one observed update, rendered (uint8 n x 64 x 64 x 3)."""
+    out = net(torch.from_numpy(features(observed, training)).float()[None])[0]
+    images = []
+    for person in out:
+        numbers = (person[: net.n_numbers] * net.y_std + net.y_mean).numpy()
+        at, choices = net.n_numbers, []
+        for values in CHOICES.values():
+            choices.append(int(person[at : at + len(values)].argmax()))
+            at += len(values)
+        images.append(render(numbers, choices))
+    return np.stack(images)
