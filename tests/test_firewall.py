@@ -239,7 +239,8 @@ def test_site_attributes_steer_targets_only_when_asked(tmp_path):
     def targets(out: Path, *overrides: str) -> dict[str, str]:
         assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "s"),
                      RELEASE_NO_FACE, *overrides]) == 0
-        return {e["pseudonym"]: e["target_prompt"] for e in json.loads((out / MANIFEST).read_text())["photos"]}
+        photos = json.loads((out / MANIFEST).read_text())["photos"]
+        return {e["pseudonym"]: e["target_prompt"] for e in photos}
 
     unknown = targets(tmp_path / "unknown")
     known = {"jane_patient_face.jpg": {"sex": "female", "skin_type": "2"},
