@@ -5,7 +5,8 @@ An honest-but-curious server inverts each site's update (``research.update_inver
 a learned inverter, trained on rounds the server simulates on phantoms of its own (the
 phantom world is public), to the photos' pixels and, with the renderer as a generative
 prior, to the people in them (``research.prior_inversion``, ``generative`` in the JSON);
-and the gradient-matching optimisation with the site's local training replayed. Scenarios, each at round-1 weights and at a mid-training checkpoint,
+and the gradient-matching optimisation with the site's local training replayed.
+Scenarios, each at round-1 weights and at a mid-training checkpoint,
 each for mask source ``truth`` (the patients' own photos, no firewall) and ``surrogate``
 (the firewall's output, default settings):
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from research.update_inversion import LocalTraining, Observed, site_update
 
-__all__ = ["features", "Inverter", "Rounds", "simulate", "train_inverter", "learned_invert",
+__all__ = ["features", "Inverter", "Rounds", "simulate", "train_inverter", "fit", "learned_invert",
            "InvertedGalleryAttacker"]
 
 
@@ -116,17 +116,24 @@ def train_inverter(rounds: Rounds, *, epochs: int = 20, batch_size: int = 64, se
     net = Inverter(f.shape[1], x.shape[1])
     net.mean.copy_(f.mean(0))
     net.std.copy_(f.std(0).clamp_min(1e-6))
-    optimiser = torch.optim.Adam(net.parameters(), lr=2e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 2e-3,
-                                                   total_steps=epochs * math.ceil(len(f) / batch_size))
+    return fit(net, lambda b: _set_loss(net(f[b]), x[b], y[b]), len(f), epochs=epochs, batch_size=batch_size,
+               lr=2e-3, seed=seed)
+
+
+def fit(net: nn.Module, batch_loss, count: int, *, epochs: int, batch_size: int, lr: float, seed: int,
+        weight_decay: float = 0.0) -> nn.Module:
+    """Mini-batches of ``count`` samples, AdamW with a one-cycle schedule;
+    ``batch_loss(indices)`` is one batch's loss. Returns ``net`` in eval mode."""
+    optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * math.ceil(count / batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=steps)
     generator = torch.Generator().manual_seed(seed)
     net.train()
     for _ in range(epochs):
-        order = torch.randperm(len(f), generator=generator)
-        for start in range(0, len(f), batch_size):
-            batch = order[start : start + batch_size]
+        order = torch.randperm(count, generator=generator)
+        for start in range(0, count, batch_size):
             optimiser.zero_grad()
-            _set_loss(net(f[batch]), x[batch], y[batch]).backward()
+            batch_loss(order[start : start + batch_size]).backward()
             optimiser.step()
             schedule.step()
     return net.eval()

@@ -25,7 +25,7 @@ from torch import nn
 
 from deid_client.phantom import (HAIR_COLOURS, IRIS_COLOURS, Identity, render_phantom, sample_identity,
                                  sample_lesion)
-from research.learned_inversion import Rounds, features
+from research.learned_inversion import Rounds, features, fit
 from research.update_inversion import LocalTraining, Observed
 
 __all__ = ["SCALARS", "CHOICES", "identity_vector", "PriorInverter", "train_prior_inverter", "prior_invert",
@@ -137,20 +137,8 @@ def train_prior_inverter(rounds: Rounds, *, epochs: int = 60, batch_size: int = 
     net.y_std.copy_(numbers.flatten(0, 1).std(0).clamp_min(1e-6))
     numbers = (numbers - net.y_mean) / net.y_std
     z = z @ net.basis  # projected once: the MLP trains on the components
-    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 1e-3,
-                                                   total_steps=epochs * math.ceil(len(f) / batch_size))
-    generator = torch.Generator().manual_seed(seed)
-    net.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(f), generator=generator)
-        for start in range(0, len(f), batch_size):
-            batch = order[start : start + batch_size]
-            optimiser.zero_grad()
-            net.loss(net.head(z[batch]), numbers[batch], choices[batch]).backward()
-            optimiser.step()
-            schedule.step()
-    return net.eval()
+    return fit(net, lambda b: net.loss(net.head(z[b]), numbers[b], choices[b]), len(f), epochs=epochs,
+               batch_size=batch_size, lr=1e-3, seed=seed, weight_decay=1e-4)
 
 
 @torch.no_grad()
