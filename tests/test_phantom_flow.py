@@ -285,14 +285,15 @@ def test_the_firewall_gives_a_new_person_a_twin_a_mask_and_a_verdict(backend, cf
         assert _steps_from(person, result.target) >= cfg.min_change
         if result.released:
             assert result.verdict.distance >= cfg.gate.threshold
-    (again,) = firewall([phantoms[1].image], [attributes_of(people[1])])  # alone: the same result
-    assert again.target == results[1].target and np.array_equal(again.surrogate, results[1].surrogate)
+    (again,) = firewall([phantoms[1].image], [attributes_of(people[1])])  # alone: the same result,
+    assert again.target == results[1].target  # up to the level batched kernels round by
+    assert np.abs(again.surrogate.astype(int) - results[1].surrogate).max() <= 1
 
 
 def test_surrogate_prompts_and_twin_settings(backend, cfg):
     person = sample_identity(np.random.default_rng(0), skin_type=3)
     targets = surrogate_targets(person, 6, np.random.default_rng(0))
-    assert len(set(targets)) == 6 and not any("medium skin" in t for t in targets)
+    assert len(set(targets)) == 6 and all(_steps_from(person, t) >= 1 for t in targets)
     firewall = Firewall(replace(cfg, identity=cfg.identity.with_overrides(seed=7)), backend)
     twin = firewall.twin_edit(targets[0])  # the twin of a surrogate (twin_from=surrogate)
     assert (twin.source_prompt, twin.target_prompt) == (targets[0], TEMPLATE.healthy_prompt(targets[0]))
@@ -319,8 +320,10 @@ def _steps_from(person, prompt: str) -> int:
 
 def test_surrogates_keep_min_change_from_the_patient(cfg):
     """One step per skin type, one for the other sex class: with ``min_change=3`` a
-    surrogate of the patient's sex class is three skin types away, one of the other two."""
-    assert cfg.min_change == 3 and compose_firewall(["min_change=2"]).min_change == 2
+    surrogate of the patient's sex class is three skin types away, one of the other two.
+    By default targets are drawn blind to the patient; ``privacy=low`` keeps 3."""
+    assert cfg.min_change == 0 and compose_firewall(["privacy=low"]).min_change == 3
+    assert compose_firewall(["privacy=low", "min_change=2"]).min_change == 2
     for skin_type in (1, 3, 6):
         person = sample_identity(np.random.default_rng(skin_type), skin_type=skin_type)
         for target in surrogate_targets(person, 5, np.random.default_rng(0), min_change=3):
