@@ -82,8 +82,8 @@ def measure(overrides: list[str], n_patients: int, n_aux: int, draws: int, epoch
                 "policy": score(policy.predict(fresh_targets, name), [p[name] for p in fresh],
                                 chance_value)}
         worst = max(ATTACKS, key=lambda k: rows[k]["accuracy"])
-        drawn = {cfg.prompts.describe(p): p for p in cfg.prompts.people()}
-        differs = np.mean([drawn[t][name] != v for t, v in zip(targets, truth, strict=True)])
+        named = [policy.target_attributes(t)[name] for t in targets]
+        differs = np.mean([a != b for a, b in zip(named, truth, strict=True)])
         out[name] = {**rows, "target_differs": round(float(differs), 4), "worst_attacker": worst,
                      "worst_accuracy": rows[worst]["accuracy"],
                      "chance": rows[worst]["chance"],

@@ -45,13 +45,13 @@ from deid_client.firewall import Firewall
 from deid_client.firewall.config import compose_firewall
 from deid_client.io.images import write_image
 from deid_client.metrics import dice
-from deid_client.phantom import render_phantom, sample_identity, sample_lesion
 from deid_client.phantom_flow.captions import attributes_of
 from deid_client.task.segmentation import build_unet, round_lr, train_epochs
 from research.reid import AwareAttacker, CnnAttacker, DlibAttacker, photo_sessions
-from research.learned_inversion import InvertedGalleryAttacker, learned_invert, simulate, train_inverter
+from research.learned_inversion import (InvertedGalleryAttacker, ServerPhotos, learned_invert,
+                                       server_phantoms, simulate, train_inverter)
 from research.prior_inversion import prior_invert, train_prior_inverter
-from research.update_inversion import LocalTraining, Observed, image_scores, invert, match, site_update
+from research.update_inversion import LocalDp, LocalTraining, image_scores, invert, match, site_update
 
 GALLERY_SESSIONS = 3  # the patients' photos the re-identification attackers know
 
@@ -60,55 +60,12 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def auxiliary(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, list]:
-    """The server's own photos: phantoms of people of its own drawing, exact masks, and who
-    they are."""
-    drawn = [render_phantom(sample_identity(rng), sample_lesion(rng), 64) for _ in range(n)]
-    return np.stack([p.image for p in drawn]), np.stack([p.mask for p in drawn]), [p.identity for p in drawn]
-
-
-def with_gallery(gallery: np.ndarray, masks: np.ndarray, people: list, share: float):
-    """The server's photos for simulated rounds: its own phantoms, and with probability
-    ``share`` each one of the photos it knows of the patients (``people``: who each shows;
-    mirrored and relit at random, so that the inverters learn those faces, not those photos)."""
-
-    def photos(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, list]:
-        images, truths, who = auxiliary(rng, n)
-        for i in range(n):
-            if rng.random() < share:
-                k = int(rng.integers(len(gallery)))
-                image, mask = gallery[k], masks[k]
-                if rng.random() < 0.5:
-                    image, mask = image[:, ::-1], mask[:, ::-1]
-                gain = rng.uniform(0.85, 1.15)
-                images[i] = np.clip(image.astype(np.float32) * gain, 0, 255).astype(np.uint8)
-                truths[i], who[i] = mask, people[k]
-        return images, truths, who
-
-    return photos
-
-
-def local_dp(clip: float, noise: float):
-    """The site's ``LocalDpMod``: Flower's own clipping and Gaussian noise on the update."""
-    from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_clip_model_update
-
-    def privatise(observed: Observed, rng: np.random.Generator) -> Observed:
-        keys = list(observed.sent)
-        returned = [observed.returned[k].numpy().copy() for k in keys]
-        compute_clip_model_update(returned, [observed.sent[k].numpy() for k in keys], clip)
-        np.random.seed(int(rng.integers(2**31)))  # Flower draws its noise from numpy's global state
-        add_gaussian_noise_inplace(returned, noise * clip)
-        return Observed(observed.sent, {k: torch.from_numpy(v) for k, v in zip(keys, returned)})
-
-    return privatise
-
-
 def checkpoints(seed: int, dp: bool) -> dict[str, torch.nn.Module]:
     """Round-1 weights, and a model partway through training (5 epochs on phantoms of
     other people: Dice well above zero, far from converged)."""
     first = build_unet("resnet18", 3, seed=seed, norm="group" if dp else "batch")
     mid = build_unet("resnet18", 3, seed=seed, norm="group" if dp else "batch")
-    images, masks, _ = auxiliary(np.random.default_rng([seed, 0x3D]), 48)
+    images, masks, _ = server_phantoms(np.random.default_rng([seed, 0x3D]), 48)
     train_epochs(mid, images, masks, epochs=5, batch_size=4, lr=0.002, seed=seed)
     return {"round-1": first, "mid-training": mid}
 
@@ -122,7 +79,6 @@ class Audit:
         labels = np.repeat(np.arange(n_patients), GALLERY_SESSIONS)
         self.gallery, self.gallery_labels = gallery, labels
         self.gallery_masks = np.stack([p.mask for s in sessions for p in s[:GALLERY_SESSIONS]])
-        self.gallery_people = [p.identity for s in sessions for p in s[:GALLERY_SESSIONS]]
         _log("attackers: dlib gallery, defence-aware CNN")
         self.attackers = [DlibAttacker(gallery, labels),
                           AwareAttacker([s[:GALLERY_SESSIONS] for s in sessions], self.people, seed=seed)]
@@ -136,8 +92,14 @@ class Audit:
         self.surrogate_masks = np.stack([r.mask for r in made])
         self.released = float(np.mean([r.released for r in made]))
         self.chance = 1.0 / n_patients
-        self.reid_originals = {a.name: float((a.identify(self.photos) == np.arange(n_patients)).mean())
-                               for a in self.attackers}
+        self.reid_originals = self.named(self.photos)
+        # the surrogates themselves: what the photo attackers read without any update
+        self.reid_surrogates = self.named(self.surrogates)
+
+    def named(self, images: np.ndarray) -> dict[str, float]:
+        """Each photo attacker's rate of naming patient i in ``images[i]``."""
+        truth = np.arange(len(self.people))
+        return {a.name: float((a.identify(images) == truth).mean()) for a in self.attackers}
 
     def training_pairs(self, source: str, site: list[int]) -> tuple[np.ndarray, np.ndarray]:
         if source == "truth":
@@ -181,23 +143,45 @@ class Audit:
         return out
 
 
+#: Each learned scenario's site, and the rounds the server simulates for it (a round of (b)
+#: or (d) costs four of (a): two photos, two steps).
 SCENARIOS = {
-    "a": dict(n=1, epochs=1, batch_size=4),
-    "b": dict(n=2, epochs=2, batch_size=2),
-    "d": dict(n=2, epochs=2, batch_size=2),
+    "a": dict(n=1, epochs=1, batch_size=4, rounds=2500),
+    "b": dict(n=2, epochs=2, batch_size=2, rounds=900),
+    "d": dict(n=2, epochs=2, batch_size=2, rounds=900),
 }
 
 
-def learned_attack(audit: Audit, scenario: str, name: str, model, server_round: int, sims: int,
-                   seed: int, privatise=None, share: float = 0.3) -> tuple[dict, dict]:
+def gallery_reconstructions(audit: Audit, inverters: dict, observe, n_images: int) -> dict:
+    """The server's own gallery of reconstructions, per inverter: (photos, their patients).
+    Each known photo of the patients goes through the same round (with other patients'
+    photos of the same session, as a site of ``n_images``) and the same inversion."""
+    n = len(audit.people)
+    known = {k: ([], []) for k in inverters}
+    for session in range(GALLERY_SESSIONS):
+        photos_of = [p * GALLERY_SESSIONS + session for p in range(n)]
+        for i in range(0, n - n_images + 1, n_images):
+            site = photos_of[i : i + n_images]
+            observed = observe(audit.gallery[site], audit.gallery_masks[site])
+            for method, invert_with in inverters.items():
+                photos, _ = invert_with(observed)
+                for r, t in enumerate(match(photos, audit.gallery[site])):
+                    known[method][0].append(photos[r])
+                    known[method][1].append(audit.gallery_labels[site[t]])
+    return known
+
+
+def learned_attack(audit: Audit, scenario: str, name: str, model, server_round: int, sims: int | None,
+                   seed: int, privatise=None, share: float = 0.5, workers: int = 2) -> tuple[dict, dict]:
     """One scenario at one checkpoint, both mask sources, both inverters (pixels, and the
     generative prior: the person read and rendered), trained once on the same rounds."""
     spec = SCENARIOS[scenario]
     training = LocalTraining(n_images=spec["n"], epochs=spec["epochs"], batch_size=spec["batch_size"],
                              lr=round_lr(0.002, server_round, 5), seed=server_round)
     started = time.perf_counter()
-    rounds = simulate(model, training, with_gallery(audit.gallery, audit.gallery_masks, audit.gallery_people,
-                                                    share), sims, seed=seed, privatise=privatise)
+    sims = sims or spec["rounds"]
+    rounds = simulate(model, training, ServerPhotos(tuple(audit.people), share), sims, seed=seed,
+                      privatise=privatise, workers=workers)
     simulated = time.perf_counter() - started
     pixels, people = train_inverter(rounds, seed=seed), train_prior_inverter(rounds, seed=seed)
     seconds = time.perf_counter() - started
@@ -211,19 +195,7 @@ def learned_attack(audit: Audit, scenario: str, name: str, model, server_round: 
         observed = site_update(model, photos, masks, training)
         return observed if privatise is None else privatise(observed, rng)
 
-    # The server's own gallery of reconstructions: each known photo of the patients through
-    # the same round (with other patients' photos of the same session, as a site of n).
-    per_session = [[p * GALLERY_SESSIONS + s for p in range(n)] for s in range(GALLERY_SESSIONS)]
-    known = {k: ([], []) for k in inverters}
-    for session in per_session:
-        for i in range(0, n - spec["n"] + 1, spec["n"]):
-            site = session[i : i + spec["n"]]
-            observed = observe(audit.gallery[site], audit.gallery_masks[site])
-            for method, invert_with in inverters.items():
-                photos, _ = invert_with(observed)
-                for r, t in enumerate(match(photos, audit.gallery[site])):
-                    known[method][0].append(photos[r])
-                    known[method][1].append(audit.gallery_labels[site[t]])
+    known = gallery_reconstructions(audit, inverters, observe, spec["n"])
     recovered = {(k, source): ([], []) for k in inverters for source in ("truth", "surrogate")}
     for source in ("truth", "surrogate"):
         for site in sites:
@@ -299,8 +271,10 @@ def figure(audit: Audit, pictures: dict, path: Path, rows: int = 8) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=24)
-    parser.add_argument("--simulated-rounds", type=int, default=900,
-                        help="rounds the server simulates to train each inverter")
+    parser.add_argument("--simulated-rounds", type=int, default=None,
+                        help="rounds the server simulates to train each inverter (default: per scenario, "
+                             + ", ".join(f"{k} {v['rounds']}" for k, v in SCENARIOS.items()) + ")")
+    parser.add_argument("--workers", type=int, default=2, help="processes simulating rounds")
     parser.add_argument("--iterations", type=int, default=100, help="gradient-matching iterations")
     parser.add_argument("--dp-clip", type=float, default=1.0)
     parser.add_argument("--dp-noise", type=float, default=0.01,
@@ -312,6 +286,7 @@ def main() -> None:
     started = time.perf_counter()
     audit = Audit(args.patients, args.seed)
     report = {"patients": args.patients, "chance": audit.chance, "reid_originals": audit.reid_originals,
+              "reid_surrogates": audit.reid_surrogates,
               "surrogates_released_by_gate": audit.released, "scenarios": {}}
     args.figures.mkdir(parents=True, exist_ok=True)
     models = checkpoints(args.seed, dp=False)
@@ -319,7 +294,7 @@ def main() -> None:
         server_round = 1 if name == "round-1" else 3
         for scenario in ("a", "b"):
             result, pictures = learned_attack(audit, scenario, name, model, server_round,
-                                              args.simulated_rounds, seed=args.seed)
+                                              args.simulated_rounds, seed=args.seed, workers=args.workers)
             report["scenarios"][f"{scenario}/{name}"] = result
             figure(audit, pictures, args.figures / f"{scenario}_{name}.png")
         _log(f"  (c) {name}")
@@ -327,7 +302,8 @@ def main() -> None:
                                                            args.iterations, args.seed)
     dp_model = checkpoints(args.seed, dp=True)["round-1"]
     result, pictures = learned_attack(audit, "d", "round-1", dp_model, 1, args.simulated_rounds,
-                                      seed=args.seed, privatise=local_dp(args.dp_clip, args.dp_noise))
+                                      seed=args.seed, privatise=LocalDp(args.dp_clip, args.dp_noise),
+                                      workers=args.workers)
     report["scenarios"]["d/round-1"] = result | {"dp_clip": args.dp_clip, "dp_noise": args.dp_noise}
     figure(audit, pictures, args.figures / "d_round-1.png")
     _log("  (a) by gradient matching alone")

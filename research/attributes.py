@@ -94,6 +94,10 @@ class PolicyAttacker:
             pairs.append((template.draw_targets(patient, 1, rng, min_change=min_change)[0], patient))
         return cls(template, pairs)
 
+    def target_attributes(self, target: str) -> Attributes:
+        """The attributes a target prompt names."""
+        return self._people[target]
+
     def _key(self, target: str, attribute: str) -> tuple:
         return (attribute, self._people[target][attribute] if self.by_attribute else target)
 

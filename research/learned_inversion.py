@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import itertools
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from deid_client.phantom import Identity, new_session, render_phantom, sample_identity, sample_lesion
 from research.update_inversion import LocalTraining, Observed, site_update
 
-__all__ = ["features", "Inverter", "Rounds", "simulate", "train_inverter", "fit", "learned_invert",
-           "InvertedGalleryAttacker"]
+__all__ = ["features", "Inverter", "Rounds", "server_phantoms", "ServerPhotos", "simulate", "train_inverter",
+           "fit", "learned_invert", "InvertedGalleryAttacker"]
 
 
 def features(observed: Observed, training: LocalTraining, *, max_size: int = 10_000) -> np.ndarray:
@@ -39,7 +42,8 @@ def features(observed: Observed, training: LocalTraining, *, max_size: int = 10_
 
 class Inverter(nn.Module):
     """Update features -> ``n`` photos (64 x 64) and their mask logits: standardised
-    features, an MLP to each at 32 x 32, upsampled and sharpened by two convolutions."""
+    features (all of them: principal components alone lose identity, docs/update_leakage.md),
+    an MLP to each photo at 32 x 32, upsampled and sharpened by two convolutions."""
 
     def __init__(self, n_features: int, n_images: int, *, hidden: int = 256):
         super().__init__()
@@ -49,14 +53,49 @@ class Inverter(nn.Module):
         self.encode = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Dropout(0.2),
                                     nn.Linear(hidden, 2 * hidden), nn.ReLU(),
                                     nn.Linear(2 * hidden, n_images * 4 * 32 * 32))
-        self.refine = nn.Sequential(nn.Conv2d(4, 24, 3, padding=1), nn.ReLU(), nn.Conv2d(24, 4, 3, padding=1))
+        # channels-last: a CPU runs these few-channel convolutions twice as fast
+        self.refine = nn.Sequential(nn.Conv2d(4, 24, 3, padding=1), nn.ReLU(), nn.Conv2d(24, 4, 3, padding=1)
+                                    ).to(memory_format=torch.channels_last)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         """N x n x 4 x 64 x 64: RGB in 0..1, then the mask's logit."""
-        coarse = self.encode((f - self.mean) / self.std).view(-1, 4, 32, 32)
+        return self.head((f - self.mean) / self.std)
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        """The photos from standardised features."""
+        coarse = self.encode(z).view(-1, 4, 32, 32)
         coarse = nn.functional.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=False)
-        out = (coarse + self.refine(coarse)).view(len(f), self.n_images, 4, 64, 64)
+        coarse = coarse.contiguous(memory_format=torch.channels_last)
+        out = (coarse + self.refine(coarse)).reshape(len(z), self.n_images, 4, 64, 64)
         return torch.cat([torch.sigmoid(out[:, :, :3]), out[:, :, 3:]], dim=2)
+
+
+def server_phantoms(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, list[Identity]]:
+    """``n`` phantoms of people the server draws itself: photos, exact masks, and who they are."""
+    drawn = [render_phantom(sample_identity(rng), sample_lesion(rng), 64) for _ in range(n)]
+    return np.stack([p.image for p in drawn]), np.stack([p.mask for p in drawn]), [p.identity for p in drawn]
+
+
+@dataclass(frozen=True)
+class ServerPhotos:
+    """The server's photos for simulated rounds: phantoms of its own drawing and, with
+    probability ``share`` each, a new session (light, backdrop, clothes, a new lesion) of a
+    person it ``knows``: the patients as its gallery shows them. The server has fitted the
+    public generator to its gallery photos; in the phantom world that fit is exact, the
+    :class:`~deid_client.phantom.Identity` itself (an upper bound on that step). So the
+    inverters learn those faces in any session, not those photos."""
+
+    knows: tuple[Identity, ...] = ()
+    share: float = 0.0
+
+    def __call__(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, list[Identity]]:
+        images, masks, people = server_phantoms(rng, n)
+        for i in range(n):
+            if self.knows and rng.random() < self.share:
+                person = new_session(self.knows[int(rng.integers(len(self.knows)))], rng)
+                photo = render_phantom(person, sample_lesion(rng), images.shape[1])
+                images[i], masks[i], people[i] = photo.image, photo.mask, photo.identity
+        return images, masks, people
 
 
 @dataclass
@@ -72,13 +111,37 @@ class Rounds:
 
 
 def simulate(model: nn.Module, training: LocalTraining, photos, count: int, *, seed: int = 0,
-             privatise=None) -> Rounds:
+             privatise=None, workers: int = 1) -> Rounds:
     """``count`` simulated rounds of the site's training from ``model``, each on
     ``photos(rng, n)`` -> (uint8 n x 64 x 64 x 3, bool n x 64 x 64[, the n people]);
-    ``privatise(observed, rng)`` applies the site's differential privacy, if any."""
-    rng = np.random.default_rng([seed, 0x1A7])
+    ``privatise(observed, rng)`` applies the site's differential privacy, if any.
+
+    Round ``i`` draws from its own generator, so the rounds are the same for any number of
+    ``workers``: processes of one torch thread each (a 64-pixel round gains nothing from a
+    second thread, a second process doubles the rate); ``photos`` and ``privatise`` must
+    then be picklable."""
+    if workers <= 1 or count < 2 * workers:
+        parts = [_rounds(model, training, photos, range(count), seed, privatise)]
+    else:
+        chunks = [range(c[0], c[-1] + 1) for c in np.array_split(np.arange(count), workers)]
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            parts = list(pool.map(_rounds, *zip(*[(model, training, photos, c, seed, privatise)
+                                                   for c in chunks])))
+    people = [who for part in parts for who in part[3]]
+    known = None
+    if people:
+        known = np.empty((count, training.n_images), dtype=object)
+        for i, row in enumerate(people):
+            known[i, :] = list(row)
+    return Rounds(*(np.concatenate([part[k] for part in parts]) for k in range(3)), known)
+
+
+def _rounds(model: nn.Module, training: LocalTraining, photos, indices: range, seed: int, privatise
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     feats, images, masks, people = [], [], [], []
-    for _ in range(count):
+    for i in indices:
+        rng = np.random.default_rng([seed, 0x1A7, i])
         x, y, *who = photos(rng, training.n_images)
         observed = site_update(model, x, y, training)
         if privatise is not None:
@@ -87,11 +150,7 @@ def simulate(model: nn.Module, training: LocalTraining, photos, count: int, *, s
         images.append(x)
         masks.append(y)
         people += who
-    known = np.empty((count, training.n_images), dtype=object) if people else None
-    if known is not None:
-        for i, row in enumerate(people):
-            known[i, :] = list(row)
-    return Rounds(np.stack(feats), np.stack(images), np.stack(masks), known)
+    return np.stack(feats), np.stack(images), np.stack(masks), people
 
 
 def _set_loss(out: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -109,16 +168,15 @@ def _set_loss(out: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> t
 def train_inverter(rounds: Rounds, *, epochs: int = 20, batch_size: int = 64, seed: int = 0) -> Inverter:
     """Fit an :class:`Inverter` to simulated rounds (:func:`simulate`)."""
     torch.manual_seed(seed)
-    feats, images, masks = rounds.features, rounds.images, rounds.masks
-    f = torch.from_numpy(feats).float()
-    x = torch.from_numpy(images).permute(0, 1, 4, 2, 3).float() / 255
-    y = torch.from_numpy(masks).float()
+    f = torch.from_numpy(rounds.features).float()
+    x = torch.from_numpy(rounds.images).permute(0, 1, 4, 2, 3).float() / 255
+    y = torch.from_numpy(rounds.masks).float()
     net = Inverter(f.shape[1], x.shape[1])
     net.mean.copy_(f.mean(0))
     net.std.copy_(f.std(0).clamp_min(1e-6))
-    return fit(net, lambda b: _set_loss(net(f[b]), x[b], y[b]), len(f), epochs=epochs, batch_size=batch_size,
-               lr=2e-3, seed=seed)
-
+    z = (f - net.mean) / net.std  # standardised once
+    return fit(net, lambda b: _set_loss(net.head(z[b]), x[b], y[b]), len(z), epochs=epochs,
+               batch_size=batch_size, lr=2e-3, seed=seed)
 
 def fit(net: nn.Module, batch_loss, count: int, *, epochs: int, batch_size: int, lr: float, seed: int,
         weight_decay: float = 0.0) -> nn.Module:

@@ -15,8 +15,9 @@ jewellery and the lesion (none).
 
 from __future__ import annotations
 
-import itertools
+import functools
 import math
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -28,8 +29,8 @@ from deid_client.phantom import (HAIR_COLOURS, IRIS_COLOURS, Identity, render_ph
 from research.learned_inversion import Rounds, features, fit
 from research.update_inversion import LocalTraining, Observed
 
-__all__ = ["SCALARS", "CHOICES", "identity_vector", "PriorInverter", "train_prior_inverter", "prior_invert",
-           "render"]
+__all__ = ["SCALARS", "CHOICES", "identity_vector", "principal_directions", "Projection", "PriorInverter",
+           "train_prior_inverter", "prior_invert", "render"]
 
 #: The identity's numbers the inverter reads (tuples: every component).
 SCALARS = ("face_width", "face_height", "jaw_taper", "eye_spacing", "eye_width", "eye_height", "eye_level",
@@ -63,33 +64,77 @@ def render(numbers: np.ndarray, choices: list[int], size: int = 64) -> np.ndarra
     fields["freckles"] = max(0, round(fields["freckles"]))
     fields["moles"] = max(0, round(fields["moles"]))
     fields.update({name: values[i] for (name, values), i in zip(CHOICES.items(), choices, strict=True)})
-    base = sample_identity(np.random.default_rng(0), sex=fields["sex"], distractors=False)
-    person = replace(base, **fields, jewellery=())
+    person = replace(_base(fields["sex"]), **fields, jewellery=())
     return render_phantom(person, sample_lesion(np.random.default_rng(0), "none"), size).image
+
+
+@functools.cache
+def _base(sex: str) -> Identity:
+    """The fixed person whose unread fields (the texture seed) every rendering keeps."""
+    return sample_identity(np.random.default_rng(0), sex=sex, distractors=False)
+
+
+def principal_directions(z: torch.Tensor, rank: int) -> torch.Tensor:
+    """The ``rank`` leading right singular vectors of ``z`` (samples x features), as
+    columns. With fewer samples than features they come from the samples' Gram matrix,
+    which is much faster than an SVD of ``z`` and the same up to each column's sign."""
+    if len(z) >= z.shape[1]:
+        return torch.linalg.svd(z, full_matrices=False).Vh[:rank].T
+    values, vectors = torch.linalg.eigh((z @ z.T).double())
+    top = values.argsort(descending=True)[:rank]
+    return ((vectors[:, top].T.float() @ z) / values[top].clamp_min(1e-12).sqrt().float()[:, None]).T
+
+
+class Projection(nn.Module):
+    """Update features -> their principal components over the simulated rounds:
+    standardised, then projected on the ``rank`` leading directions (a first layer trained
+    on the rounds would only move within their span), scaled so that a component's variance
+    is 1 on average."""
+
+    def __init__(self, n_features: int, rank: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+        self.register_buffer("basis", torch.zeros(n_features, rank))
+
+    @classmethod
+    def fit(cls, features: np.ndarray, rank: int = 512) -> Projection:
+        f = torch.from_numpy(features).float()
+        rank = min(rank, len(f) - 1)
+        out = cls(f.shape[1], rank)
+        out.mean.copy_(f.mean(0))
+        out.std.copy_(f.std(0).clamp_min(1e-6))
+        z = (f - out.mean) / out.std
+        out.basis.copy_(principal_directions(z, rank) * math.sqrt(rank / f.shape[1]))
+        return out
+
+    @property
+    def rank(self) -> int:
+        return self.basis.shape[1]
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return ((f - self.mean) / self.std) @ self.basis
 
 
 class PriorInverter(nn.Module):
     """Update features -> ``n`` people: standardised numbers and each category's logits.
-    The features are standardised and projected on their ``basis`` (the simulated rounds'
-    principal directions: a first layer trained on them would only move within their span),
+    The features' principal components (:class:`Projection`),
     then an MLP."""
 
-    def __init__(self, basis: torch.Tensor, n_images: int, n_numbers: int, *, hidden: int = 512):
+    def __init__(self, projection: Projection, n_images: int, n_numbers: int, *, hidden: int = 512):
         super().__init__()
         self.n_images, self.n_numbers = n_images, n_numbers
         self.width = n_numbers + sum(len(v) for v in CHOICES.values())
-        n_features, rank = basis.shape
-        self.register_buffer("basis", basis)
-        for name, size in (("mean", n_features), ("std", n_features), ("y_mean", n_numbers),
-                           ("y_std", n_numbers)):
-            self.register_buffer(name, torch.zeros(size) if "mean" in name else torch.ones(size))
-        self.net = nn.Sequential(nn.Linear(rank, hidden), nn.ReLU(), nn.Dropout(0.2),
+        self.project = projection
+        self.register_buffer("y_mean", torch.zeros(n_numbers))
+        self.register_buffer("y_std", torch.ones(n_numbers))
+        self.net = nn.Sequential(nn.Linear(projection.rank, hidden), nn.ReLU(), nn.Dropout(0.2),
                                  nn.Linear(hidden, hidden), nn.ReLU(),
                                  nn.Linear(hidden, n_images * self.width))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         """N x n x width: standardised numbers, then the categories' logits."""
-        return self.head(((f - self.mean) / self.std) @ self.basis)
+        return self.head(self.project(f))
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
         """The MLP on projected features."""
@@ -116,28 +161,21 @@ class PriorInverter(nn.Module):
 def train_prior_inverter(rounds: Rounds, *, epochs: int = 60, batch_size: int = 64, rank: int = 512,
                          seed: int = 0) -> PriorInverter:
     """Fit a :class:`PriorInverter` to simulated rounds whose people are known, on the
-    features' ``rank`` principal directions."""
+    features' ``rank`` principal components."""
     if rounds.people is None:
         raise ValueError("the simulated rounds do not say whose photos they are")
     torch.manual_seed(seed)
-    feats = rounds.features
+    projection = Projection.fit(rounds.features, rank)
+    with torch.no_grad():
+        z = projection(torch.from_numpy(rounds.features).float())  # projected once
     vectors = [[identity_vector(p) for p in row] for row in rounds.people]
     numbers = torch.tensor([[v[0] for v in row] for row in vectors]).float()
     choices = torch.tensor([[v[1] for v in row] for row in vectors]).long()
-    f = torch.from_numpy(feats).float()
-    mean, std = f.mean(0), f.std(0).clamp_min(1e-6)
-    z = (f - mean) / std
-    rank = min(rank, len(f) - 1)
-    v = torch.linalg.svd(z, full_matrices=False).Vh[:rank]
-    basis = v.T * math.sqrt(rank / f.shape[1])  # so that a component's variance is 1 on average
-    net = PriorInverter(basis.contiguous(), numbers.shape[1], numbers.shape[2])
-    net.mean.copy_(mean)
-    net.std.copy_(std)
+    net = PriorInverter(projection, numbers.shape[1], numbers.shape[2])
     net.y_mean.copy_(numbers.flatten(0, 1).mean(0))
     net.y_std.copy_(numbers.flatten(0, 1).std(0).clamp_min(1e-6))
     numbers = (numbers - net.y_mean) / net.y_std
-    z = z @ net.basis  # projected once: the MLP trains on the components
-    return fit(net, lambda b: net.loss(net.head(z[b]), numbers[b], choices[b]), len(f), epochs=epochs,
+    return fit(net, lambda b: net.loss(net.head(z[b]), numbers[b], choices[b]), len(z), epochs=epochs,
                batch_size=batch_size, lr=1e-3, seed=seed, weight_decay=1e-4)
 
 

@@ -12,13 +12,8 @@ from deid_client.phantom import render_phantom, sample_identity, sample_lesion
 from deid_client.phantom_flow.captions import attributes_of
 from deid_client.task.segmentation import build_unet, to_tensors
 from research.reid import photo_sessions
-from research.learned_inversion import learned_invert, simulate, train_inverter
+from research.learned_inversion import ServerPhotos, learned_invert, server_phantoms, simulate, train_inverter
 from research.update_inversion import LocalTraining, image_scores, replay, site_update
-
-
-def _aux(rng, n):
-    drawn = [render_phantom(sample_identity(rng), sample_lesion(rng), 64) for _ in range(n)]
-    return np.stack([p.image for p in drawn]), np.stack([p.mask for p in drawn])
 
 
 @pytest.mark.parametrize("epochs,n,tolerance", [(1, 1, 1e-5), (2, 3, 2e-2)])
@@ -28,7 +23,7 @@ def test_the_replay_is_the_sites_training_exactly(epochs, n, tolerance):
     divides each gradient by its own size, so rounding in a near-zero gradient moves its
     parameter by up to a step: after 4 steps the update differs by 0.5% (relative L2)."""
     model = build_unet("resnet18", 3, seed=0)
-    photos, masks = _aux(np.random.default_rng(1), n)
+    photos, masks, _ = server_phantoms(np.random.default_rng(1), n)
     training = LocalTraining(n_images=n, epochs=epochs, batch_size=2, lr=0.002, seed=3)
     observed = site_update(model, photos, masks, training)
     update, running = replay(model, observed.sent, *to_tensors(photos, masks), training, create_graph=False)
@@ -44,7 +39,7 @@ def test_the_replay_is_the_sites_training_exactly(epochs, n, tolerance):
 def test_the_positive_control_rebuilds_its_patient_and_a_surrogate_update_its_surrogate():
     model = build_unet("resnet18", 3, seed=0)
     training = LocalTraining(n_images=1, epochs=1, batch_size=4, lr=0.002, seed=1)
-    inverter = train_inverter(simulate(model, training, _aux, 500, seed=5), epochs=20)
+    inverter = train_inverter(simulate(model, training, server_phantoms, 500, seed=5), epochs=20)
     sessions, people = photo_sessions(4, 1, size=64, seed=0)
     photos = np.stack([s[0].image for s in sessions])
     masks = np.stack([s[0].mask for s in sessions])
@@ -79,3 +74,31 @@ def test_the_generative_prior_renders_the_person_it_reads():
         same = replace(person, jewellery=(), texture_seed=base.texture_seed, skin_type=base.skin_type)
         expected = render_phantom(same, sample_lesion(np.random.default_rng(0), "none"), 64).image
         assert np.array_equal(render(np.array(numbers), choices), expected)
+
+
+def test_principal_directions_are_the_svds_up_to_sign():
+    from research.prior_inversion import principal_directions
+
+    z = torch.randn(40, 300, generator=torch.Generator().manual_seed(0))
+    for samples in (z, z[:, :30]):  # fewer samples than features (the Gram route), and more
+        got = principal_directions(samples, 10)
+        expected = torch.linalg.svd(samples, full_matrices=False).Vh[:10].T
+        assert torch.allclose((got * expected).sum(0).abs(), torch.ones(10), atol=1e-4)
+
+
+@pytest.mark.timeout(120)
+def test_simulated_rounds_do_not_depend_on_the_workers():
+    """Each round draws from its own generator: two processes give the rounds one gives
+    (the photos exactly; the updates but for the signs of a few near-zero gradients: one
+    torch thread rounds differently from two, and Adam's first step is nearly the sign of
+    the gradient, as in the replay test), and the server's photos include new sessions of
+    the people it knows."""
+    model = build_unet("resnet18", 3, seed=0)
+    training = LocalTraining(n_images=1, epochs=1, batch_size=4, lr=0.002, seed=1)
+    _, people = photo_sessions(3, 1, size=64, seed=0)
+    photos = ServerPhotos(tuple(people), share=0.5)
+    one, two = (simulate(model, training, photos, 6, seed=2, workers=w) for w in (1, 2))
+    assert np.array_equal(one.images, two.images) and np.array_equal(one.masks, two.masks)
+    assert np.mean(np.abs(one.features - two.features) > 1e-3) < 1e-3
+    known = {p.texture_seed for p in people}
+    assert 0 < sum(p.texture_seed in known for p in one.people[:, 0]) < 6

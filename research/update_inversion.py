@@ -40,7 +40,7 @@ from torch.func import functional_call
 
 from deid_client.task.segmentation import DiceBCELoss, augment_batch, train_epochs
 
-__all__ = ["LocalTraining", "Observed", "site_update", "replay", "invert", "Inversion", "match",
+__all__ = ["LocalTraining", "Observed", "LocalDp", "site_update", "replay", "invert", "Inversion", "match",
            "image_scores"]
 
 
@@ -79,6 +79,25 @@ def site_update(model: nn.Module, images: np.ndarray, masks: np.ndarray, trainin
                  lr=training.lr, seed=training.seed, augment=training.augment,
                  pos_weight=training.pos_weight)
     return Observed(sent, {k: v.detach().clone() for k, v in local.state_dict().items()})
+
+
+@dataclass(frozen=True)
+class LocalDp:
+    """The site's ``LocalDpMod``: Flower's own clipping of the update to ``clip`` and
+    Gaussian noise of ``noise`` x ``clip``, applied to an :class:`Observed` update."""
+
+    clip: float
+    noise: float
+
+    def __call__(self, observed: Observed, rng: np.random.Generator) -> Observed:
+        from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_clip_model_update
+
+        keys = list(observed.sent)
+        returned = [observed.returned[k].numpy().copy() for k in keys]
+        compute_clip_model_update(returned, [observed.sent[k].numpy() for k in keys], self.clip)
+        np.random.seed(int(rng.integers(2**31)))  # Flower draws its noise from numpy's global state
+        add_gaussian_noise_inplace(returned, self.noise * self.clip)
+        return Observed(observed.sent, {k: torch.from_numpy(v) for k, v in zip(keys, returned, strict=True)})
 
 
 def _bn_modules(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
