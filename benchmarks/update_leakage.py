@@ -1,11 +1,12 @@
 """What leaves the hospital: can the server rebuild a site's training photos, and name
 its patients, from the weights the site returns? (docs/update_leakage.md)
 
-An honest-but-curious server inverts each site's update (``research.update_inversion``):
-a learned inverter, trained on rounds the server simulates on phantoms of its own (the
-phantom world is public), to the photos' pixels and, with the renderer as a generative
-prior, to the people in them (``research.prior_inversion``, ``generative`` in the JSON);
-and the gradient-matching optimisation with the site's local training replayed.
+An honest-but-curious server inverts each site's update: a learned inverter
+(``research.learned_inversion``), trained on rounds the server simulates on phantoms of
+its own (the phantom world is public) and on new sessions of the patients it knows, to
+the photos' pixels and, with the renderer as a generative prior, to the people in them
+(``research.prior_inversion``, ``generative`` in the JSON); and the gradient-matching
+optimisation with the site's local training replayed (``research.update_inversion``).
 Scenarios, each at round-1 weights and at a mid-training checkpoint,
 each for mask source ``truth`` (the patients' own photos, no firewall) and ``surrogate``
 (the firewall's output, default settings):
@@ -25,7 +26,7 @@ sessions through the same round and inversion and compare like with like: neares
 neighbour (``inverted``) and a CNN trained on them (``inverted-cnn``); the Dice of the
 recovered masks. ``reid_worst`` is the strongest attacker's rate.
 
-    python benchmarks/update_leakage.py --json            # about 25 min on 2 cores
+    python benchmarks/update_leakage.py --json            # about 26 min on 2 cores
 """
 
 from __future__ import annotations
