@@ -259,6 +259,42 @@ def test_site_attributes_steer_targets_only_when_asked(tmp_path):
                  str(tmp_path / "s")]) == 1  # that photo fails with a clear reason, the rest go on
 
 
+def test_several_surrogates_per_photo_each_with_its_own_target_and_noise(tmp_path):
+    """surrogates_per_photo=K: K surrogates of each photo under <pseudonym>-<k>, each in the
+    manifest with its photo's pseudonym; surrogate 0 is the one K = 1 makes (up to the
+    batched kernels' rounding, as a photo alone against its batch); the others have their
+    own targets and noise; a rerun redoes nothing."""
+    from deid_client.io.images import read_image
+
+    site = hospital_folder(tmp_path / "site", bad=False)
+
+    def run(out: Path, *overrides: str) -> list[dict]:
+        assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "s"),
+                     RELEASE_NO_FACE, *overrides]) == 0
+        return json.loads((out / MANIFEST).read_text())["photos"]
+
+    one = {e["pseudonym"]: e for e in run(tmp_path / "one")}
+    three = run(tmp_path / "three", "surrogates_per_photo=3")
+    assert len(one) == 5 and len(three) == 15
+    assert {e["pseudonym"] for e in three} == {f"{p}-{k}" for p in one for k in range(3)}
+    assert all(e["pseudonym"].startswith(e["photo"] + "-") for e in three)
+    for name, entry in one.items():
+        mine = {e["pseudonym"]: e for e in three if e["photo"] == name}
+        assert mine[f"{name}-0"]["target_prompt"] == entry["target_prompt"]
+        first = read_image(tmp_path / "three" / "surrogates" / f"{name}-0.png").astype(int)
+        alone = read_image(tmp_path / "one" / "surrogates" / f"{name}.png").astype(int)
+        assert np.abs(first - alone).max() <= 1
+        others = [read_image(tmp_path / "three" / "surrogates" / f"{name}-{k}.png") for k in (1, 2)]
+        assert not np.array_equal(others[0], others[1]) and not np.array_equal(others[0], first)
+    targets = [e["target_prompt"] for e in three]
+    assert len(set(targets)) > len(one)  # the surrogates of a photo draw their own targets
+    before = (tmp_path / "three" / MANIFEST).read_bytes()
+    run(tmp_path / "three", "surrogates_per_photo=3")
+    assert (tmp_path / "three" / MANIFEST).read_bytes() == before
+    with pytest.raises(ValueError, match="surrogates_per_photo"):
+        compose_firewall(["surrogates_per_photo=0"])
+
+
 def test_phantom_prompts_are_the_models_own_words():
     """The phantom preset describes a phantom exactly as the model was trained to read it,
     and its targets keep min_change and the excluded combinations."""

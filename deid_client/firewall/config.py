@@ -81,6 +81,7 @@ class FirewallConfig:
     twin_from: TwinFrom = "patient"  # what the twin edit heals: "patient" or "surrogate"
     lesion: Lesion = "edited"  # the surrogate's lesion: "edited" by the identity edit, or "carried"
     min_change: int = 0  # steps between a surrogate and its patient (0: drawn blind to the patient)
+    surrogates_per_photo: int = 1  # K: surrogates per photo, each with its own target and noise
     batch_size: int | None = None  # photos per model call; None: what the device takes
     privacy: str = field(kw_only=True)  # the level whose settings these are (preset's privacy_levels)
 
@@ -89,6 +90,8 @@ class FirewallConfig:
             raise ValueError(f"twin_from must be one of {TWIN_FROM}, not {self.twin_from!r}")
         if self.lesion not in LESIONS:
             raise ValueError(f"lesion must be one of {LESIONS}, not {self.lesion!r}")
+        if self.surrogates_per_photo < 1:
+            raise ValueError(f"surrogates_per_photo must be at least 1, not {self.surrogates_per_photo}")
         if self.lesion == "carried" and self.twin_from != "patient":
             raise ValueError("lesion=carried needs twin_from=patient: the lesion is carried from the heal")
 
@@ -96,8 +99,10 @@ class FirewallConfig:
 def settings_record(cfg: FirewallConfig) -> dict:
     """Every setting that decides the firewall's outputs, as plain JSON values (for a
     manifest and a cache key); ``batch_size`` decides speed only and stays out."""
-    return json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k != "batch_size"},
-                                 default=str))
+    record = {k: v for k, v in asdict(cfg).items() if k != "batch_size"}
+    if cfg.surrogates_per_photo == 1:  # so that folders and caches made before K existed resume
+        del record["surrogates_per_photo"]
+    return json.loads(json.dumps(record, default=str))
 
 
 def published_edit(family: str, source_prompt: str, target_prompt: str, **overrides: Any) -> EditSettings:
@@ -146,7 +151,7 @@ def compose_firewall(overrides: Sequence[str] | None = None,
         except OmegaConfBaseException as exc:  # e.g. a site file's unknown key
             raise ValueError(f"config 'firewall': {first_line(exc)}") from None
     required = {"model", "identity", "twin", "prompts", "gate", "theta", "min_size", "twin_from",
-                "lesion", "min_change", "privacy"}
+                "lesion", "min_change", "surrogates_per_photo", "privacy"}
     extra = set(cfg) - required - {"batch_size", "privacy_levels"}
     if extra:
         raise ValueError(f"config 'firewall': unknown keys {sorted(extra)}")
@@ -160,7 +165,8 @@ def compose_firewall(overrides: Sequence[str] | None = None,
                            _built(GateConfig, cfg.gate, "gate"),
                            theta=float(cfg.theta), min_size=int(cfg.min_size),
                            twin_from=str(cfg.twin_from), lesion=str(cfg.lesion),
-                           min_change=int(cfg.min_change), privacy=level,
+                           min_change=int(cfg.min_change),
+                           surrogates_per_photo=int(cfg.surrogates_per_photo), privacy=level,
                            batch_size=_batch_size(cfg.get("batch_size")))
 
 

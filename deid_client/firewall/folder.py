@@ -2,9 +2,10 @@
 
 ``OUT_DIR/surrogates/``, ``OUT_DIR/healthy/`` and ``OUT_DIR/masks/`` hold one PNG per
 released photo under the same pseudonymous name, metadata-free and written
-atomically; ``OUT_DIR/manifest.json`` records, per photo, its pseudonym, status,
-target prompt, seed, seconds and lesion fraction (never an input file name), and
-the settings used; ``OUT_DIR/contact_sheet.png`` is for the site's own review
+atomically (with ``surrogates_per_photo`` K > 1: K per photo, ``<pseudonym>-<k>``);
+``OUT_DIR/manifest.json`` records, per surrogate, its pseudonym (and the photo's, where
+K > 1), status, target prompt, seed, seconds and lesion fraction (never an input file
+name), and the settings used; ``OUT_DIR/contact_sheet.png`` is for the site's own review
 (``deid_client.firewall.report``).
 
 Photos are taken in their given order, ``batch_size`` per model call, through one
@@ -96,6 +97,7 @@ def run_folder(firewall: Firewall, photos: Sequence[Photo], out_dir: str | os.Pa
         raise ValueError(f"{out}: holds firewall outputs made with other settings; use a new output folder")
     _remove_stale_temporaries(out)
     batch_size = int(manifest.get("batch_size") or firewall.photos_per_call())
+    per_photo = firewall.cfg.surrogates_per_photo
     done = {e["pseudonym"]: e for e in manifest.get("photos", []) if e["status"] == "refused" or (
         e["status"] == "released" and all((out / d / f"{e['pseudonym']}.png").is_file() for d in OUTPUTS))}
     report = FolderReport(out)
@@ -104,13 +106,13 @@ def run_folder(firewall: Firewall, photos: Sequence[Photo], out_dir: str | os.Pa
     bar = tqdm(total=len(photos), desc="firewall", unit="photo", disable=not progress)
     for start in range(0, len(photos), batch_size):
         chunk = photos[start:start + batch_size]
-        names, images, attributes, keys = [], [], [], []  # the chunk's photos that load
+        names, images, attributes, keys, photo_of = [], [], [], [], []  # the chunk's photos that load
         for photo in chunk:
             try:
                 image = photo.load()
                 key = image_key(image)
                 name = pseudonym(image, secret) if secret else key[:20]
-                if name in names or name in seen:
+                if name in photo_of or name in seen:
                     continue  # the same photo twice: one surrogate
                 firewall.cfg.prompts.check(photo.attributes)  # its attributes must be usable
             except USER_ERRORS as exc:
@@ -118,20 +120,23 @@ def run_folder(firewall: Firewall, photos: Sequence[Photo], out_dir: str | os.Pa
                 reason = exc.reason if isinstance(exc, ImageReadError) else first_line(exc)
                 errors[f"error-{len(errors)}"] = {"pseudonym": None, "status": "error", "reason": reason}
                 continue
-            names.append(name)
-            images.append(image)
-            attributes.append(photo.attributes)
-            keys.append(key)
+            for k in range(per_photo):  # surrogate k draws from its own key: target and noise
+                names.append(name if per_photo == 1 else f"{name}-{k}")
+                images.append(image)
+                attributes.append(photo.attributes)
+                keys.append(key if k == 0 else f"{key}/{k}")
+                photo_of.append(name)
         if names and not all(n in done for n in names):
             started = time.perf_counter()
             results = firewall(images, attributes, keys=keys, batch_size=len(images))
             seconds = (time.perf_counter() - started) / len(images)
-            done |= {n: _write(out, n, r, seconds) for n, r in zip(names, results, strict=True)}
+            done |= {n: _write(out, n, r, seconds, p if per_photo > 1 else None)
+                     for n, r, p in zip(names, results, photo_of, strict=True)}
             _write_manifest(out, settings, batch_size, done, errors)
         else:
             report.reused += len(names)
+        seen |= set(photo_of)
         for name in names:
-            seen.add(name)
             (report.released if done[name]["status"] == "released" else report.refused).append(name)
         bar.update(len(chunk))
     bar.close()
@@ -140,14 +145,16 @@ def run_folder(firewall: Firewall, photos: Sequence[Photo], out_dir: str | os.Pa
     return report
 
 
-def _write(out: Path, name: str, result: Result, seconds: float) -> dict:
-    """A released result's three PNGs; every result's manifest entry."""
+def _write(out: Path, name: str, result: Result, seconds: float, photo: str | None = None) -> dict:
+    """A released result's three PNGs; every result's manifest entry (``photo``: the
+    pseudonym of the photo it was made from, where a photo has several)."""
     verdict = result.verdict
     if result.released:
         write_image(out / "surrogates" / f"{name}.png", result.surrogate)
         write_image(out / "healthy" / f"{name}.png", result.twin)
         write_mask(out / "masks" / f"{name}.png", result.mask)
-    return {"pseudonym": name, "status": "released" if result.released else "refused",
+    return {"pseudonym": name, **({"photo": photo} if photo else {}),
+            "status": "released" if result.released else "refused",
             "reason": verdict.reason, "target_prompt": result.target, "seed": result.seed,
             "seconds": round(seconds, 3),
             "identity_distance": None if verdict.distance is None else round(verdict.distance, 4),
