@@ -22,7 +22,7 @@ from torch import nn
 from deid_client.phantom import Identity, new_session, render_phantom, sample_identity, sample_lesion
 from research.update_inversion import LocalTraining, Observed, site_update
 
-__all__ = ["features", "Inverter", "Rounds", "server_phantoms", "ServerPhotos", "simulate", "train_inverter",
+__all__ = ["features", "Standardise", "Inverter", "Rounds", "server_phantoms", "ServerPhotos", "simulate", "train_inverter",
            "fit", "learned_invert", "InvertedGalleryAttacker"]
 
 
@@ -40,6 +40,24 @@ def features(observed: Observed, training: LocalTraining, *, max_size: int = 10_
     return torch.cat(parts).numpy()
 
 
+class Standardise(nn.Module):
+    """Update features -> zero mean and unit variance each, with the statistics of the
+    simulated rounds it was fitted to (:meth:`fit_`)."""
+
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+
+    def fit_(self, f: torch.Tensor) -> Standardise:
+        self.mean.copy_(f.mean(0))
+        self.std.copy_(f.std(0).clamp_min(1e-6))  # a constant feature stays 0
+        return self
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return (f - self.mean) / self.std
+
+
 class Inverter(nn.Module):
     """Update features -> ``n`` photos (64 x 64) and their mask logits: standardised
     features (all of them: principal components alone lose identity, docs/update_leakage.md),
@@ -48,8 +66,7 @@ class Inverter(nn.Module):
     def __init__(self, n_features: int, n_images: int, *, hidden: int = 256):
         super().__init__()
         self.n_images = n_images
-        self.register_buffer("mean", torch.zeros(n_features))
-        self.register_buffer("std", torch.ones(n_features))
+        self.standardise = Standardise(n_features)
         self.encode = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Dropout(0.2),
                                     nn.Linear(hidden, 2 * hidden), nn.ReLU(),
                                     nn.Linear(2 * hidden, n_images * 4 * 32 * 32))
@@ -59,7 +76,7 @@ class Inverter(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         """N x n x 4 x 64 x 64: RGB in 0..1, then the mask's logit."""
-        return self.head((f - self.mean) / self.std)
+        return self.head(self.standardise(f))
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
         """The photos from standardised features."""
@@ -172,9 +189,7 @@ def train_inverter(rounds: Rounds, *, epochs: int = 20, batch_size: int = 64, se
     x = torch.from_numpy(rounds.images).permute(0, 1, 4, 2, 3).float() / 255
     y = torch.from_numpy(rounds.masks).float()
     net = Inverter(f.shape[1], x.shape[1])
-    net.mean.copy_(f.mean(0))
-    net.std.copy_(f.std(0).clamp_min(1e-6))
-    z = (f - net.mean) / net.std  # standardised once
+    z = net.standardise.fit_(f)(f)  # standardised once
     return fit(net, lambda b: _set_loss(net.head(z[b]), x[b], y[b]), len(z), epochs=epochs,
                batch_size=batch_size, lr=2e-3, seed=seed)
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from deid_client.phantom import (HAIR_COLOURS, IRIS_COLOURS, Identity, render_phantom, sample_identity,
                                  sample_lesion)
-from research.learned_inversion import Rounds, features, fit
+from research.learned_inversion import Rounds, Standardise, features, fit
 from research.update_inversion import LocalTraining, Observed
 
 __all__ = ["SCALARS", "CHOICES", "identity_vector", "principal_directions", "Projection", "PriorInverter",
@@ -93,8 +93,7 @@ class Projection(nn.Module):
 
     def __init__(self, n_features: int, rank: int):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(n_features))
-        self.register_buffer("std", torch.ones(n_features))
+        self.standardise = Standardise(n_features)
         self.register_buffer("basis", torch.zeros(n_features, rank))
 
     @classmethod
@@ -102,9 +101,7 @@ class Projection(nn.Module):
         f = torch.from_numpy(features).float()
         rank = min(rank, len(f) - 1)
         out = cls(f.shape[1], rank)
-        out.mean.copy_(f.mean(0))
-        out.std.copy_(f.std(0).clamp_min(1e-6))
-        z = (f - out.mean) / out.std
+        z = out.standardise.fit_(f)(f)
         out.basis.copy_(principal_directions(z, rank) * math.sqrt(rank / f.shape[1]))
         return out
 
@@ -113,7 +110,7 @@ class Projection(nn.Module):
         return self.basis.shape[1]
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return ((f - self.mean) / self.std) @ self.basis
+        return self.standardise(f) @ self.basis
 
 
 class PriorInverter(nn.Module):

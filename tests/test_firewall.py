@@ -227,6 +227,21 @@ def test_gate_retries_draw_new_noise_not_a_new_target():
     assert [r.target for r in results] == [firewall.draw_target(k) for k in keys]
 
 
+def test_a_photos_surrogates_share_one_look_at_the_patient(tmp_path, monkeypatch):
+    """surrogates_per_photo=K: the gate reads the patient's face once per photo, not once per
+    surrogate or per retry, and still judges each surrogate on its own."""
+    from deid_client.firewall import Firewall, Photo, pipeline, run_folder
+
+    looks = []
+    embed = pipeline.face_embedding
+    monkeypatch.setattr(pipeline, "face_embedding", lambda image, **k: looks.append(1) or embed(image, **k))
+    cfg = compose_firewall(["gate.retries=1", "identity.n_max=0", "identity.n_min=0", "surrogates_per_photo=3"])
+    faces = [Photo(lambda c=c: skdata.astronaut()[20:276:4, c:c + 256:4], f"{c}.png") for c in (120, 130)]
+    report = run_folder(Firewall(cfg, cfg.model.load()), faces, tmp_path / "out", progress=False)
+    assert len(report.refused) == 6  # each surrogate judged (the patient unchanged: refused)
+    assert len(looks) == 2
+
+
 def test_site_attributes_steer_targets_only_when_asked(tmp_path):
     """attributes.csv beside the photos: by default (min_change 0) targets are drawn blind to
     it, the very prompts drawn without it (so a surrogate tells nothing of its patient's

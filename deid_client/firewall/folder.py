@@ -106,13 +106,14 @@ def run_folder(firewall: Firewall, photos: Sequence[Photo], out_dir: str | os.Pa
     bar = tqdm(total=len(photos), desc="firewall", unit="photo", disable=not progress)
     for start in range(0, len(photos), batch_size):
         chunk = photos[start:start + batch_size]
-        names, images, attributes, keys, photo_of = [], [], [], [], []  # the chunk's photos that load
+        names, images, attributes, keys, photo_of = [], [], [], [], []  # the chunk's surrogates to make
+        chunk_photos: set[str] = set()  # the chunk's photos that load
         for photo in chunk:
             try:
                 image = photo.load()
                 key = image_key(image)
                 name = pseudonym(image, secret) if secret else key[:20]
-                if name in photo_of or name in seen:
+                if name in chunk_photos or name in seen:
                     continue  # the same photo twice: one surrogate
                 firewall.cfg.prompts.check(photo.attributes)  # its attributes must be usable
             except USER_ERRORS as exc:
@@ -120,6 +121,7 @@ def run_folder(firewall: Firewall, photos: Sequence[Photo], out_dir: str | os.Pa
                 reason = exc.reason if isinstance(exc, ImageReadError) else first_line(exc)
                 errors[f"error-{len(errors)}"] = {"pseudonym": None, "status": "error", "reason": reason}
                 continue
+            chunk_photos.add(name)
             for k in range(per_photo):  # surrogate k draws from its own key: target and noise
                 names.append(name if per_photo == 1 else f"{name}-{k}")
                 images.append(image)
@@ -135,7 +137,7 @@ def run_folder(firewall: Firewall, photos: Sequence[Photo], out_dir: str | os.Pa
             _write_manifest(out, settings, batch_size, done, errors)
         else:
             report.reused += len(names)
-        seen |= set(photo_of)
+        seen |= chunk_photos
         for name in names:
             (report.released if done[name]["status"] == "released" else report.refused).append(name)
         bar.update(len(chunk))

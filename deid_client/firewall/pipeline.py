@@ -113,7 +113,9 @@ class Firewall:
         """Target -> surrogate, twin, mask -> gate, with new draws for the photos it stops."""
         gate = self.cfg.gate
         sides = [self._working_side(im) for im in images]
-        patients: dict[int, np.ndarray | None] = {}  # each patient's face embedding, made once
+        # each patient's face embedding, made once per photo: a photo given once per
+        # surrogate (``surrogates_per_photo``) is the same array each time
+        patients: dict[int, np.ndarray | None] = {}  # by id() of the photo's array
         results: dict[int, Result] = {}
         pending = list(range(len(images)))
         for draw in range(gate.retries + 1):
@@ -126,13 +128,14 @@ class Firewall:
             made = self.synthesise([images[i] for i in pending], targets, [attributes[i] for i in pending],
                                    keys=noise_keys, batch_size=len(pending))
             for i, result in zip(pending, made, strict=True):
-                if i not in patients and gate.enabled:
-                    patients[i] = face_embedding(images[i], resolution=sides[i])
+                if id(images[i]) not in patients and gate.enabled:
+                    patients[id(images[i])] = face_embedding(images[i], resolution=sides[i])
                 verdict = judge(images[i], result.surrogate, result.twin, gate, resolution=sides[i],
-                                patient_embedding=patients.get(i))
+                                patient_embedding=patients.get(id(images[i])))
                 results[i] = replace(result, verdict=verdict)
             # a patient without a face cannot be audited on any draw: retrying only costs time
-            pending = [i for i in pending if not results[i].released and patients.get(i) is not None]
+            pending = [i for i in pending
+                       if not results[i].released and patients.get(id(images[i])) is not None]
         return [results[i] for i in range(len(images))]
 
     def draw_target(self, key: str, attributes: Attributes | None = None) -> str:
