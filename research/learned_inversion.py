@@ -22,7 +22,8 @@ from torch import nn
 from deid_client.phantom import Identity, new_session, render_phantom, sample_identity, sample_lesion
 from research.update_inversion import LocalTraining, Observed, site_update
 
-__all__ = ["features", "Standardise", "Inverter", "Rounds", "server_phantoms", "ServerPhotos", "simulate", "train_inverter",
+__all__ = ["features", "Standardise", "Inverter", "Rounds", "server_phantoms", "ServerPhotos", "simulate",
+           "train_inverter",
            "fit", "learned_invert", "InvertedGalleryAttacker"]
 
 

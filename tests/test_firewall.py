@@ -235,7 +235,8 @@ def test_a_photos_surrogates_share_one_look_at_the_patient(tmp_path, monkeypatch
     looks = []
     embed = pipeline.face_embedding
     monkeypatch.setattr(pipeline, "face_embedding", lambda image, **k: looks.append(1) or embed(image, **k))
-    cfg = compose_firewall(["gate.retries=1", "identity.n_max=0", "identity.n_min=0", "surrogates_per_photo=3"])
+    cfg = compose_firewall(["gate.retries=1", "identity.n_max=0", "identity.n_min=0",
+                            "surrogates_per_photo=3"])
     faces = [Photo(lambda c=c: skdata.astronaut()[20:276:4, c:c + 256:4], f"{c}.png") for c in (120, 130)]
     report = run_folder(Firewall(cfg, cfg.model.load()), faces, tmp_path / "out", progress=False)
     assert len(report.refused) == 6  # each surrogate judged (the patient unchanged: refused)
