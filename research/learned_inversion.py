@@ -23,8 +23,7 @@ from deid_client.phantom import Identity, new_session, render_phantom, sample_id
 from research.update_inversion import LocalTraining, Observed, site_update
 
 __all__ = ["features", "Standardise", "Inverter", "Rounds", "server_phantoms", "ServerPhotos", "simulate",
-           "train_inverter",
-           "fit", "learned_invert", "InvertedGalleryAttacker"]
+           "train_inverter", "fit", "learned_invert", "InvertedGalleryAttacker"]
 
 
 def features(observed: Observed, training: LocalTraining, *, max_size: int = 10_000) -> np.ndarray:
