@@ -68,7 +68,7 @@ def summarise(history: list[dict], cfg: DictConfig) -> dict:
     last = history[-1] if history else {}
     best = max((e.get("eval_dice", 0.0) for e in history), default=0.0)
     return {"clients": cfg.simulation.num_clients, "rounds": cfg.simulation.rounds,
-            "mask_source": cfg.data.mask_source, "strategy": cfg.strategy.name,
+            "mask_source": cfg.data.mask_source, "firewall": cfg.data.firewall, "strategy": cfg.strategy.name,
             "non_iid": cfg.data.non_iid, "seed": cfg.data.seed, "final_dice": last.get("eval_dice"),
             "final_iou": last.get("eval_iou"), "best_dice": best,
             "first_dice": history[0].get("eval_dice") if history else None}

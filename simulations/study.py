@@ -28,9 +28,13 @@ from omegaconf import DictConfig
 
 __all__ = ["collect", "merge_runs", "summarise_cells", "write_report", "StudyReport"]
 
-GRID = ("mask_source", "clients", "non_iid", "strategy", "rounds")
+#: A cell's identity. ``firewall``: the run's firewall overrides (``data.firewall``; "" for
+#: the shipped defaults, as in runs recorded before it was a column).
+GRID = ("mask_source", "firewall", "clients", "non_iid", "strategy", "rounds")
 # Display order and colour, the upper bound first.
 SOURCE_COLOURS = {"truth": "black", "oracle": "tab:blue", "surrogate": "tab:red", "naive": "tab:gray"}
+# Cells with firewall overrides, in the order their overrides sort.
+OVERRIDE_COLOURS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
@@ -43,16 +47,20 @@ def collect(sweep_dir: str | Path) -> list[dict]:
             continue
         summary = json.loads(result.read_text())
         rounds = json.loads(history.read_text())["rounds"]
-        runs.append({**{k: summary[k] for k in (*GRID, "seed")},
-                     "dice": [r.get("eval_dice") for r in rounds]})
+        runs.append(_with_defaults({k: summary.get(k) for k in (*GRID, "seed")}) |
+                    {"dice": [r.get("eval_dice") for r in rounds]})
     return runs
+
+
+def _with_defaults(run: dict) -> dict:
+    return run | {"firewall": run.get("firewall") or ""}
 
 
 def merge_runs(previous: list[dict], runs: list[dict]) -> list[dict]:
     """``runs`` and those of ``previous`` that none of them redoes (same cell, same seed),
     in a stable order: the grid's, then the seed.
 
-    >>> old = [{"mask_source": "truth", "clients": 2, "non_iid": 0.2, "strategy": "fedavg",
+    >>> old = [{"mask_source": "truth", "firewall": "", "clients": 2, "non_iid": 0.2, "strategy": "fedavg",
     ...         "rounds": 5, "seed": s, "dice": [0.1]} for s in (0, 1)]
     >>> new = [dict(old[1], dice=[0.2])]
     >>> [r["dice"] for r in merge_runs(old, new)]
@@ -85,8 +93,8 @@ def summarise_cells(runs: list[dict]) -> list[dict]:
 
 
 def _order(key: tuple) -> tuple:
-    source, clients, non_iid, strategy, rounds = key
-    return rounds, clients, non_iid, strategy, list(SOURCE_COLOURS).index(source)
+    source, firewall, clients, non_iid, strategy, rounds = key
+    return rounds, clients, non_iid, strategy, list(SOURCE_COLOURS).index(source), firewall
 
 
 def write_report(sweep_dir: str | Path, docs_dir: str | Path = DOCS, *, fresh: bool = False) -> list[dict]:
@@ -96,15 +104,17 @@ def write_report(sweep_dir: str | Path, docs_dir: str | Path = DOCS, *, fresh: b
     docs_dir.mkdir(parents=True, exist_ok=True)
     report_json = docs_dir / "study.json"
     earlier = [] if fresh or not report_json.is_file() else json.loads(report_json.read_text())["runs"]
+    earlier = [_with_defaults(r) for r in earlier]
     runs = merge_runs(earlier, collect(sweep_dir))
     rows = summarise_cells(runs)
     report_json.write_text(json.dumps({"runs": runs, "cells": rows}, indent=1))
     _figure(rows, docs_dir / "study.png")
-    lines = ["| rounds | clients | non-IID | strategy | mask source | final Dice (mean ± std) | seeds |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| rounds | clients | non-IID | strategy | mask source | firewall "
+             "| final Dice (mean ± std) | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['rounds']} | {r['clients']} | {r['non_iid']} | {r['strategy']} | "
-                     f"{r['mask_source']} | "
+                     f"{r['mask_source']} | {r['firewall'] or '—'} | "
                      f"{r['final_dice_mean']:.3f} ± {r['final_dice_std']:.3f} | {len(r['seeds'])} |")
     table = "\n".join(lines)
     report = docs_dir / "study.md"
@@ -132,13 +142,16 @@ def _figure(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(len(rows_of), len(columns), figsize=(4.2 * len(columns), 3.2 * len(rows_of)),
                              squeeze=False, sharey=True)
     styles = {"fedavg": "-", "fedprox": "--", "centralised": ":"}
+    overrides = sorted({r["firewall"] for r in rows} - {""})
+    colours = {o: OVERRIDE_COLOURS[i % len(OVERRIDE_COLOURS)] for i, o in enumerate(overrides)}
     legend = {}
     for (i, (rounds, clients)), (j, non_iid) in itertools.product(enumerate(rows_of), enumerate(columns)):
         ax = axes[i][j]
         for r in (r for r in rows if (r["rounds"], r["clients"], r["non_iid"]) == (rounds, clients, non_iid)):
-            label = f"{r['mask_source']}, {r['strategy']}"
+            label = f"{r['mask_source']}, {r['strategy']}" + (f", {r['firewall']}" if r["firewall"] else "")
+            colour = colours.get(r["firewall"], SOURCE_COLOURS[r["mask_source"]])
             legend[label], = ax.plot(range(1, len(r["curve"]) + 1), r["curve"],
-                                     styles.get(r["strategy"], "-."), color=SOURCE_COLOURS[r["mask_source"]],
+                                     styles.get(r["strategy"], "-."), color=colour,
                                      marker="o", markersize=3, label=label)
         ax.set(title=f"{clients} clients, non-IID {non_iid}, {rounds} rounds", ylim=(0, 1))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

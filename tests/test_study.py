@@ -82,6 +82,26 @@ def test_the_report_keeps_the_earlier_reports_other_runs(tmp_path):
         assert len(runs) == kept
 
 
+def test_cells_that_differ_only_by_firewall_overrides_stay_apart(tmp_path):
+    """A run with ``data.firewall`` overrides is its own cell, beside the shipped defaults'
+    (earlier reports' runs, recorded before the column, count as the defaults)."""
+    from simulations.study import write_report
+
+    cell = {"mask_source": "surrogate", "clients": 2, "non_iid": 0.8, "strategy": "fedavg", "rounds": 1}
+    for name, firewall, dice in (("k1", "", 0.5), ("k2", "surrogates_per_photo=2", 0.6)):
+        run = tmp_path / "sweep" / name
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps(cell | {"seed": 0, "firewall": firewall}))
+        (run / "history.json").write_text(json.dumps({"rounds": [{"eval_dice": dice}]}))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "study.json").write_text(json.dumps({"runs": [cell | {"seed": 1, "dice": [0.3]}], "cells": []}))
+    rows = write_report(tmp_path / "sweep", docs)
+    assert [(r["firewall"], r["seeds"], r["final_dice_mean"]) for r in rows] == [
+        ("", [0, 1], pytest.approx(0.4)), ("surrogates_per_photo=2", [0], pytest.approx(0.6))]
+    assert "| surrogate | surrogates_per_photo=2 | 0.600 ± 0.000 | 1 |" in (docs / "study.md").read_text()
+
+
 def test_every_mask_source_has_its_place_in_the_figure():
     from deid_client.task.data import MASK_SOURCES
     from simulations.study import SOURCE_COLOURS
