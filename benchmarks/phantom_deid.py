@@ -14,14 +14,18 @@ gallery) and ``mimic`` (the CNN trained by an attacker who runs the firewall bei
 measured on those sessions and learns from its surrogates and twins too; trained anew
 for each configuration). ``reid_original_<attacker>`` is each one's top-1 rate on the patients' other
 sessions: an attacker that cannot recognise originals proves nothing. One held-out
-photo per patient is the source: each of ``--identities`` target prompts (alternating
-sex class; ``min_change`` or more steps from the patient where that is set) gives one surrogate and its
-healthy twin (``deid_client.firewall.Firewall``), with the settings in
-``deid_client/firewall/conf/firewall.yaml``.
+photo per patient is the source: it gives ``--identities`` surrogates and their healthy
+twins (``deid_client.firewall.Firewall``, the settings in
+``deid_client/firewall/conf/firewall.yaml``), each with its own target prompt (``min_change``
+or more steps from the patient where that is set) and its own noise, as the firewall makes
+a photo's ``surrogates_per_photo`` surrogates.
 ``reid_surrogate_<attacker>`` is the share of surrogates it still attributes to their
 patient (chance: 1 / patients), ``reid_twin_<attacker>`` the same for their healthy
 twins (released with them); ``reid_surrogate`` and ``reid_twin`` are the worst
-attacker's (``worst_attacker``), the figures to quote. The lesion
+attacker's (``worst_attacker``), the figures to quote. ``reid_pooled<K>_*`` is the same
+when each attacker is shown a photo's first K surrogates (twins) together and pools them
+(``research.reid.Attacker.identify_pooled``): the share of patients it names, the figure for
+``surrogates_per_photo=K``. The lesion
 IoU compares each surrogate's mask with the source's ground-truth mask.
 ``lesion_iou_twin_only`` runs the twin edit on the original photo
 itself: the mask error that is not due to the identity change (with
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import sys
 import time
@@ -46,14 +51,16 @@ import numpy as np
 
 import _repo  # noqa: F401  (research/ and simulations/ from the checkout)
 from deid_client.firewall.config import compose_firewall
+from deid_client.editing.seeds import image_key
 from deid_client.figures import comparison_overlay, image_grid, mask_overlay, save_figure, tradeoff_figure
 from deid_client.io.images import write_image
 from deid_client.firewall.masks import calibrate_threshold, differential_mask, erythema_map
 from deid_client.metrics import iou
 from deid_client.phantom_flow.captions import attributes_of
 from research.reid import (ATTACKERS, AwareAttacker, CnnAttacker, DlibAttacker, MimicAttacker,
-                              photo_sessions)
+                              photo_sessions, pooled)
 from deid_client.firewall import Firewall
+from deid_client.firewall.pipeline import surrogate_key
 
 BENCH_SEED = 2026  # patients for the figures
 SWEEP_SEED = 4242  # other patients for choosing settings, so the figures are not tuned on
@@ -178,7 +185,9 @@ def measure(overrides: list[str], cohort: Patients, n_identities: int,
         twin_only.append(iou(differential_mask(source.image, twin, cfg.theta, min_size=cfg.min_size),
                              source.mask))
         started = time.perf_counter()
-        surrogates = firewall.synthesise([source.image] * len(targets), targets, [known] * len(targets))
+        keys = [surrogate_key(image_key(source.image), k) for k in range(len(targets))]
+        surrogates = firewall.synthesise([source.image] * len(targets), targets, [known] * len(targets),
+                                         keys=keys)
         edit_seconds += time.perf_counter() - started
         for slot, (target, result) in enumerate(zip(targets, surrogates)):
             ious.append(iou(result.mask, source.mask))
@@ -199,7 +208,7 @@ def measure(overrides: list[str], cohort: Patients, n_identities: int,
     mimic, mimic_original = mimic_attacker(firewall, cohort)
     mimic_seconds = time.perf_counter() - started
     attackers, originals = [*cohort.attackers, mimic], {**cohort.reid_original, mimic.name: mimic_original}
-    attacks = attack(attackers, originals, released, patient_of)
+    attacks = attack(attackers, originals, released, patient_of, per_photo=n_identities)
     passed = np.array([v.released for v in verdicts])
     gated = attack(attackers, originals, [r for r, ok in zip(released, passed) if ok], patient_of[passed]) \
         if passed.any() else {}
@@ -241,19 +250,30 @@ def measure(overrides: list[str], cohort: Patients, n_identities: int,
     }
 
 
-def attack(attackers: list, originals: dict, released: list, patient_of: np.ndarray) -> dict:
+def attack(attackers: list, originals: dict, released: list, patient_of: np.ndarray,
+           per_photo: int = 1) -> dict:
     """Each attacker's share of surrogates and of their twins attributed to their patient
     (``patient_of[i]`` is surrogate ``i``'s; and its rate on held-out originals, from
     ``originals``), and the worst attacker's, which is the figure to quote:
-    ``reid_surrogate`` and ``reid_twin`` are the highest over attackers."""
+    ``reid_surrogate`` and ``reid_twin`` are the highest over attackers.
+    ``per_photo`` > 1: ``released`` is the photos' surrogates in runs of ``per_photo``, and
+    ``reid_pooled<K>_*`` each attacker's share of photos named from their first K together,
+    for K = 2, 4 and ``per_photo`` (where there are that many), and the worst's."""
     out = {}
+    ks = sorted({k for k in (2, 4, per_photo) if 2 <= k <= per_photo})
     for attacker in attackers:
         for kind, images in (("surrogate", [r.surrogate for r in released]),
                              ("twin", [r.twin for r in released])):
-            out[f"reid_{kind}_{attacker.name}"] = float(
-                (attacker.identify(np.stack(images)) == patient_of).mean())
+            scores = attacker.scores(np.stack(images))
+            out[f"reid_{kind}_{attacker.name}"] = float((scores.argmax(1) == patient_of).mean())
+            by_photo = scores.reshape(-1, per_photo, scores.shape[1])
+            for k in ks:
+                out[f"reid_pooled{k}_{kind}_{attacker.name}"] = float(
+                    (pooled(by_photo[:, :k]) == patient_of[::per_photo]).mean())
         out[f"reid_original_{attacker.name}"] = originals[attacker.name]
     names = [a.name for a in attackers]
+    for k, kind in itertools.product(ks, ("surrogate", "twin")):
+        out[f"reid_pooled{k}_{kind}"] = max(out[f"reid_pooled{k}_{kind}_{n}"] for n in names)
     worst = max(names, key=lambda n: (out[f"reid_surrogate_{n}"], out[f"reid_twin_{n}"]))
     dlib = next((a for a in attackers if a.name == "dlib"), None)
     return {"reid_surrogate": max(out[f"reid_surrogate_{n}"] for n in names),

@@ -13,6 +13,9 @@ backdrop, clothes, jewellery, flush, lesions) and then asked who a new photo sho
   photos and learns from its outputs too (:class:`MimicAttacker`; the caller makes them).
 
 Shown a surrogate, each tells whether it still looks like the patient it came from.
+Shown a photo's K surrogates together (``surrogates_per_photo``), each pools what it reads
+from them (:meth:`Attacker.identify_pooled`): K drawn faces can share what survives of one
+patient, and averaging lets it add up.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from deid_client.phantom import (
     sample_lesion,
 )
 
-__all__ = ["photo_sessions", "reid_cohort", "ReIdNet", "train_reid", "identify", "top1", "recoloured",
+__all__ = ["photo_sessions", "reid_cohort", "ReIdNet", "train_reid", "log_probabilities", "identify", "top1",
+           "recoloured", "pooled",
            "grayscale", "Attacker", "CnnAttacker", "AwareAttacker", "MimicAttacker",
            "DlibAttacker", "ATTACKERS"]
 
@@ -126,12 +130,17 @@ def train_reid(
 
 
 @torch.no_grad()
-def identify(model: ReIdNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """The patient each photo is attributed to."""
+def log_probabilities(model: ReIdNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """N x patients: the log-probability that each photo shows each patient."""
     model.eval()
     x = _tensor(images)
-    return torch.cat([model(x[i : i + batch_size]).argmax(1)
+    return torch.cat([model(x[i : i + batch_size]).log_softmax(1)
                       for i in range(0, len(x), batch_size)]).numpy()
+
+
+def identify(model: ReIdNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """The patient each photo is attributed to."""
+    return log_probabilities(model, images, batch_size).argmax(1)
 
 
 def top1(model: ReIdNet, images: np.ndarray, labels: np.ndarray) -> float:
@@ -168,8 +177,26 @@ class Attacker:
 
     name: str
 
-    def identify(self, images: np.ndarray) -> np.ndarray:
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        """N x patients: how strongly each photo points at each patient (higher: more)."""
         raise NotImplementedError
+
+    def identify(self, images: np.ndarray) -> np.ndarray:
+        return self.scores(images).argmax(1)
+
+    def identify_pooled(self, groups: np.ndarray) -> np.ndarray:
+        """One patient per group of photos known to show the same patient (G x K x H x W x 3,
+        e.g. the K surrogates of one photo): the patient of the highest mean score. For
+        the CNNs that is the product of the K photos' probabilities (independent evidence
+        added up); for dlib, the mean distance to each patient's nearest gallery photo."""
+        g, k = groups.shape[:2]
+        return pooled(self.scores(groups.reshape(g * k, *groups.shape[2:])).reshape(g, k, -1))
+
+
+def pooled(scores: np.ndarray) -> np.ndarray:
+    """G x K x patients scores of G groups of K photos -> one patient per group, the one of
+    the highest mean score (:meth:`Attacker.identify_pooled`)."""
+    return scores.mean(1).argmax(1)
 
 
 class CnnAttacker(Attacker):
@@ -180,8 +207,8 @@ class CnnAttacker(Attacker):
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, epochs: int = 60, seed: int = 0):
         self.model = train_reid(images, labels, epochs=epochs, seed=seed)
 
-    def identify(self, images: np.ndarray) -> np.ndarray:
-        return identify(self.model, images)
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        return log_probabilities(self.model, images)
 
 
 class AwareAttacker(CnnAttacker):
@@ -202,8 +229,8 @@ class AwareAttacker(CnnAttacker):
                 labels += [label, label]
         super().__init__(grayscale(np.stack(photos)), np.array(labels), epochs=epochs, seed=seed)
 
-    def identify(self, images: np.ndarray) -> np.ndarray:
-        return super().identify(grayscale(images))
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        return super().scores(grayscale(images))
 
 
 class MimicAttacker(CnnAttacker):
@@ -237,19 +264,20 @@ class DlibAttacker(Attacker):
         self.whole = np.stack([face_embedding(im, find_face=False) for im in images])
         self.no_face = 0  # probes without a detected face so far
 
-    def identify(self, images: np.ndarray) -> np.ndarray:
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        """Minus the distance to each patient's nearest gallery photo."""
         found = [i for i, e in enumerate(self.found) if e is not None]
         gallery = np.stack([self.found[i] for i in found])
-        out = []
-        for image in images:
+        out = np.full((len(images), int(self.labels.max()) + 1), -np.inf)
+        for row, image in zip(out, images):
             embedding = self._embed(image)
             if embedding is None:
                 self.no_face += 1
                 distances = np.linalg.norm(self.whole - self._embed(image, find_face=False), axis=1)
-                out.append(self.labels[int(distances.argmin())])
+                np.maximum.at(row, self.labels, -distances)
             else:
-                out.append(self.labels[found[int(np.linalg.norm(gallery - embedding, axis=1).argmin())]])
-        return np.array(out)
+                np.maximum.at(row, self.labels[found], -np.linalg.norm(gallery - embedding, axis=1))
+        return out
 
 
 ATTACKERS = ("cnn", "aware", "dlib", "mimic")

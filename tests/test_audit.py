@@ -81,6 +81,26 @@ def test_dlib_recognises_phantom_patients_it_never_trained_on(phantom_patients):
     assert (attacker.identify(probes) == np.repeat(np.arange(8), 2)).mean() >= 0.9
 
 
+def test_an_attacker_pools_a_photos_surrogates(phantom_patients):
+    """identify_pooled: one answer per group, the patient of the highest mean score. Two
+    views that each lean to a wrong patient, but both a little to the right one, name the
+    right one together; a group of one is the attacker's own answer."""
+    from research.reid import Attacker
+
+    class Fixed(Attacker):
+        def scores(self, images):
+            return images[:, 0, 0, :3].astype(float)  # a photo's first pixel is its scores
+
+    views = np.zeros((1, 2, 4, 4, 3))
+    views[0, 0, 0, 0] = [0.0, 0.6, 0.7]  # leans to patient 2
+    views[0, 1, 0, 0] = [0.7, 0.6, 0.0]  # leans to patient 0
+    assert list(Fixed().identify(views[0])) == [2, 0] and list(Fixed().identify_pooled(views)) == [1]
+
+    _, _, gallery, probes = phantom_patients
+    attacker = DlibAttacker(gallery, np.repeat(np.arange(8), 3))
+    assert np.array_equal(attacker.identify_pooled(probes[:, None]), attacker.identify(probes))
+
+
 def test_the_aware_attacker_sees_through_recolouring(phantom_patients):
     """Trained on grayscale, recoloured sessions, it names patients photographed with
     colours it never saw them in."""

@@ -57,6 +57,10 @@ def test_deid_benchmark_reports_every_attacker_and_quotes_the_worst():
     assert result["reid_twin"] == max(result[f"reid_twin_{n}"] for n in attackers)
     assert result["reid_surrogate"] == result[f"reid_surrogate_{result['worst_attacker']}"]
     assert result["surrogates"] == 6 and result["reid_chance"] == pytest.approx(1 / 3)
+    for kind in ("surrogate", "twin"):  # a photo's 2 surrogates pooled: one answer per patient
+        pooled = [result[f"reid_pooled2_{kind}_{n}"] for n in attackers]
+        assert result[f"reid_pooled2_{kind}"] == max(pooled)
+        assert all(round(3 * rate, 6) in (0, 1, 2, 3) for rate in pooled)
     assert 0.0 <= result["gate_released"] <= 1.0 and 0 <= result["gate_no_face"] <= 6
     if result["gate_released"] > 0:  # the attackers also judged on what the gate lets out
         assert result["gated_reid_surrogate"] == max(result[f"gated_reid_surrogate_{n}"] for n in attackers)

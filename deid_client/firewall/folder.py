@@ -31,7 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from deid_client.editing.seeds import image_key
-from deid_client.firewall.pipeline import Firewall, Result
+from deid_client.firewall.pipeline import Firewall, Result, surrogate_key
 from deid_client.firewall.prompts import Attributes
 from deid_client.firewall.config import settings_record
 from deid_client.firewall.report import CONTACT_SHEET, contact_sheet
@@ -126,7 +126,7 @@ def run_folder(firewall: Firewall, photos: Sequence[Photo], out_dir: str | os.Pa
                 names.append(name if per_photo == 1 else f"{name}-{k}")
                 images.append(image)
                 attributes.append(photo.attributes)
-                keys.append(key if k == 0 else f"{key}/{k}")
+                keys.append(surrogate_key(key, k))
                 photo_of.append(name)
         if names and not all(n in done for n in names):
             started = time.perf_counter()

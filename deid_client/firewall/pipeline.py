@@ -52,7 +52,7 @@ from deid_client.firewall.gate import Verdict, face_embedding, judge
 from deid_client.firewall.masks import carry_lesion, differential_mask
 from deid_client.firewall.prompts import Attributes
 
-__all__ = ["Firewall", "Result"]
+__all__ = ["Firewall", "Result", "surrogate_key"]
 
 
 @dataclass(frozen=True)
@@ -241,6 +241,16 @@ class Firewall:
         for a in attributes:
             self.cfg.prompts.check(a)  # unusable attributes are the caller's error, before any edit
         return images, attributes, keys
+
+
+def surrogate_key(key: str, k: int) -> str:
+    """The key of a photo's ``k``-th surrogate (``surrogates_per_photo``): its own target and
+    noise; the first is the photo's own key, so K = 1 makes what it always made.
+
+    >>> surrogate_key("ab12", 0), surrogate_key("ab12", 2)
+    ('ab12', 'ab12/2')
+    """
+    return key if k == 0 else f"{key}/{k}"
 
 
 def _noise_key(key: str, draw: int) -> str:
