@@ -101,3 +101,39 @@ def test_update_leakage_benchmark_reports_every_scenario_source_and_attacker(tmp
                 assert {"reid_dlib", "reid_aware", "reid_inverted"} <= set(scores)
                 assert 0 <= scores["ssim_patient"] <= 1
     assert {p.name for p in tmp_path.iterdir()} >= {"a_round-1.png", "d_round-1.png"}
+
+
+def test_the_frontier_pairs_each_settings_dice_ratio_with_its_worst_attacker(tmp_path):
+    """benchmarks/frontier.py: y is the surrogate cell's Dice over the truth cell's, per non-IID
+    level then averaged; x the worst attacker, pooled over a photo's K surrogates where
+    that is worse than one at a time."""
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("frontier", ROOT / "benchmarks" / "frontier.py")
+    frontier = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frontier)
+
+    def run(source, firewall, non_iid, seed, dice):
+        return {"mask_source": source, "firewall": firewall, "clients": 2, "strategy": "fedavg",
+                "non_iid": non_iid, "rounds": 5, "seed": seed, "dice": [0.0, dice]}
+
+    runs = [run("truth", "", 0.2, s, 0.8) for s in (0, 1)] + [run("truth", "", 0.8, 0, 0.6)]
+    runs += [run("surrogate", "", 0.2, 0, 0.5), run("surrogate", "", 0.2, 1, 0.7),
+             run("surrogate", "", 0.8, 0, 0.3)]
+    runs += [run("surrogate", "surrogates_per_photo=2", 0.2, 0, 0.72),
+             run("surrogate", "surrogates_per_photo=2", 0.8, 0, 0.45)]
+    benchmark = {"reid_surrogate": 0.04, "worst_attacker": "aware", "reid_pooled2_surrogate": 0.06,
+                 "reid_pooled2_surrogate_dlib": 0.06, "reid_pooled2_surrogate_aware": 0.02}
+    rows = frontier.frontier({"runs": runs}, benchmark)
+    assert [r["setting"] for r in rows] == ["default (privacy=high, K=1)", "surrogates_per_photo=2"]
+    assert rows[0]["ratio"] == pytest.approx((0.6 / 0.8 + 0.3 / 0.6) / 2)
+    assert (rows[0]["reid_surrogate"], rows[0]["worst_attacker"]) == (0.04, "aware")
+    assert rows[1]["ratio"] == pytest.approx((0.72 / 0.8 + 0.45 / 0.6) / 2)
+    assert (rows[1]["reid_surrogate"], rows[1]["worst_attacker"]) == (0.06, "dlib (pooled)")
+    with pytest.raises(ValueError, match="reid_pooled4"):
+        frontier.privacy("surrogates_per_photo=4", benchmark)
+    with pytest.raises(ValueError, match="no privacy figures"):
+        frontier.privacy("theta=3", benchmark)
+    frontier.figure(rows, tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 0
