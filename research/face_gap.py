@@ -1,0 +1,178 @@
+"""What closes the face gap: trainer variants on the study's surrogate cells, in process.
+
+Training through the firewall costs a quarter of the Dice, and the faces cost it, not
+the labels (docs/training.md). This proxy runs the study's FedAvg cell (the same node
+data and cache as ``python -m simulations.run --config-name study``, the product's
+``train_epochs`` and ``score``, examples-weighted averaging of every array) with a
+trainer *variant*, and scores the global model on the sites' held-out originals (the
+study's figure) and on more held-out originals from other cohorts ("test", less noisy).
+
+    python -m research.face_gap --variants baseline lesion_mix --seeds 0 --non-iid 0.2 0.8
+
+Variants (``VARIANTS``):
+
+- ``baseline``: the product's trainer;
+- ``lesion_mix``: each site also trains on every surrogate's lesion carried onto another of
+  its surrogates' twins (``deid_client.firewall.masks.carry_lesion``: the same pixels
+  the firewall carries a patient's lesion with), so a lesion is seen on two faces;
+- ``standardise``: each photo standardised per channel before the U-Net (skin tone and
+  lighting taken out), in training and in scoring alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from deid_client.firewall.masks import carry_lesion, differential_mask
+from deid_client.io.images import read_image
+from deid_client.task.data import DataConfig, load_node_data, phantom_partition
+from deid_client.task.segmentation import build_unet, round_lr, score, train_epochs
+
+__all__ = ["VARIANTS", "Site", "study_run_config", "sites", "lesion_mix", "Standardised", "fedavg", "main"]
+
+
+class Site:
+    """A site's training pairs (its surrogates, or the mixes made from them), its twins, and
+    its held-out originals."""
+
+    def __init__(self, config: DataConfig, cache_dir: Path):
+        data = load_node_data(config, cache_dir)
+        key = config.key()
+        with np.load(cache_dir / f"node-data-{key}.npz") as stored:
+            names = stored["released"]
+        self.images, self.masks = data.train_images, data.train_masks
+        healthy = cache_dir / f"firewall-{key}" / "healthy"
+        self.twins = np.stack([read_image(healthy / f"{n}.png") for n in names])
+        self.eval_images, self.eval_masks = data.eval_images, data.eval_masks
+
+
+def study_run_config(*overrides: str) -> dict:
+    """The run config of one study cell (``conf/study.yaml`` with ``overrides``), ``surrogate``."""
+    from hydra import compose, initialize_config_dir
+
+    from simulations.run import run_config
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="study", overrides=["data.mask_source=surrogate", *overrides])
+    return run_config(cfg, Path("unused"))
+
+
+def sites(run: dict, num_sites: int, cache_dir: Path) -> list[Site]:
+    return [Site(_config(run, p, num_sites), cache_dir) for p in range(num_sites)]
+
+
+def _config(run: dict, partition: int, num_sites: int, **changes) -> DataConfig:
+    from deid_client.task.data import data_config
+
+    return data_config(run | changes, {"partition-id": partition, "num-partitions": num_sites})
+
+
+def lesion_mix(site: Site, theta: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The site's pairs, and each surrogate's lesion carried onto another surrogate's twin
+    with the surrogate's mask (the mix's differential mask against that twin; checked)."""
+    n = len(site.images)
+    other = (np.arange(n) + rng.integers(1, n, size=n)) % n  # never its own twin
+    mixed = np.stack([carry_lesion(site.images[i], site.twins[i], site.twins[j], theta)
+                      for i, j in enumerate(other)])
+    masks = np.stack([differential_mask(m, site.twins[j], theta) for m, j in zip(mixed, other)])
+    return np.concatenate([site.images, mixed]), np.concatenate([site.masks, masks])
+
+
+class Standardised(nn.Module):
+    """``model`` on photos standardised per image and channel."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        std = x.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+        return self.model((x - mean) / std)
+
+
+def _baseline(site: Site, theta: float, rng: np.random.Generator):
+    return site.images, site.masks
+
+
+#: name -> (training pairs of a site, model wrapper)
+VARIANTS: dict[str, tuple[Callable, Callable[[nn.Module], nn.Module]]] = {
+    "baseline": (_baseline, lambda m: m),
+    "lesion_mix": (lesion_mix, lambda m: m),
+    "standardise": (_baseline, Standardised),
+}
+
+
+def fedavg(model: nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], run: dict,
+           scored: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict]:
+    """``num-server-rounds`` rounds of FedAvg over the sites' ``pairs``, as the ClientApp
+    trains (seed = round, the cosine schedule) and the server averages (by examples);
+    the global model's Dice on each of ``scored`` after every round."""
+    curve = []
+    rounds = int(run["num-server-rounds"])
+    for server_round in range(1, rounds + 1):
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        states, weights = [], []
+        for images, masks in pairs:
+            model.load_state_dict(start)
+            train_epochs(model, images, masks, epochs=int(run["local-epochs"]),
+                         batch_size=int(run["batch-size"]), seed=server_round,
+                         lr=round_lr(float(run["lr"]), server_round, rounds))
+            states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            weights.append(len(images))
+        w = np.array(weights, float) / sum(weights)
+        model.load_state_dict({k: sum(float(wi) * s[k].double() for wi, s in zip(w, states)
+                                      ).to(start[k].dtype) for k in start})
+        curve.append({"round": server_round} | {name: score(model, *data)["dice"]
+                                                for name, data in scored.items()})
+    return curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=["baseline"], choices=sorted(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--non-iid", nargs="+", type=float, default=[0.2, 0.8])
+    parser.add_argument("--firewall", default="", help="the cells' data.firewall overrides")
+    parser.add_argument("--test-cohorts", type=int, default=2, help="extra held-out cohorts to score on")
+    parser.add_argument("--cache-dir", type=Path, default=Path("outputs/cache"))
+    parser.add_argument("--out", type=Path, help="append one JSON line per run here")
+    parser.add_argument("--override", nargs="*", default=[],
+                        help="more Hydra overrides of the study's config, e.g. simulation.rounds=2")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for non_iid, seed, name in ((n, s, v) for n in args.non_iid for s in args.seeds for v in args.variants):
+        run = study_run_config(f"data.non_iid={non_iid}", f"data.seed={seed}", "simulation.num_clients=2",
+                               f"data.firewall='{args.firewall}'", *args.override)
+        theta = _config(run, 0, 2).firewall_settings().theta
+        make_pairs, wrap = VARIANTS[name]
+        rng = np.random.default_rng([seed, 0xFACE])
+        here = sites(run, 2, args.cache_dir)
+        pairs = [make_pairs(s, theta, rng) for s in here]
+        held = (np.concatenate([s.eval_images for s in here]), np.concatenate([s.eval_masks for s in here]))
+        test = [p for c in range(args.test_cohorts) for part in range(2)
+                for p in phantom_partition(_config(run | {"seed": 1000 + 10 * seed + c}, part, 2))]
+        test = (np.stack([p.image for p in test]), np.stack([p.truth for p in test]))
+        started = time.perf_counter()
+        curve = fedavg(wrap(build_unet(str(run["encoder"]), int(run["encoder-depth"]), seed=seed)), pairs,
+                       run, {"node": held, "test": test})
+        result = {"variant": name, "non_iid": non_iid, "seed": seed, "firewall": args.firewall,
+                  "train_pairs": [len(p[0]) for p in pairs], "curve": curve,
+                  "seconds": round(time.perf_counter() - started, 1)}
+        print(json.dumps(result), flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
