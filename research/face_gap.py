@@ -17,11 +17,17 @@ Variants (``VARIANTS``):
   the firewall carries a patient's lesion with), so a lesion is seen on two faces;
 - ``standardise``: each photo standardised per channel before the U-Net (skin tone and
   lighting taken out), in training and in scoring alike.
+
+Every variant is scored twice: as the federation's model is, and with its BatchNorm
+statistics re-estimated at each site on that site's own photos (AdaBN; ``*_adapted``):
+the site has its patients' photos, and statistics used there and never sent leave no
+trace in the weights. A test cohort adapts on its own photos.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -52,6 +58,8 @@ class Site:
         healthy = cache_dir / f"firewall-{key}" / "healthy"
         self.twins = np.stack([read_image(healthy / f"{n}.png") for n in names])
         self.eval_images, self.eval_masks = data.eval_images, data.eval_masks
+        # the site's own training photos (never trained on): what it can adapt statistics to
+        self.originals = np.stack([p.image for p in phantom_partition(config)[:-len(data.eval_images)]])
 
 
 def study_run_config(*overrides: str) -> dict:
@@ -112,11 +120,34 @@ VARIANTS: dict[str, tuple[Callable, Callable[[nn.Module], nn.Module]]] = {
 }
 
 
+def adapted(model: nn.Module, photos: np.ndarray) -> nn.Module:
+    """A copy of ``model`` with its BatchNorm statistics those of ``photos`` (uint8 N x H x W x 3)."""
+    local = copy.deepcopy(model)
+    x = torch.from_numpy(np.ascontiguousarray(photos)).permute(0, 3, 1, 2).float().div_(255)
+    torch.optim.swa_utils.update_bn(torch.utils.data.DataLoader(x, batch_size=16), local)
+    return local.eval()
+
+
+#: photos scored at one site: images, reference masks, and the site's own photos to adapt to
+Scored = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def site_dice(model: nn.Module, sites: list[Scored]) -> dict[str, float]:
+    """Per-photo Dice over the sites' photos (as the server averages them), plain and with
+    each site's statistics (:func:`adapted`)."""
+    plain, local, count = 0.0, 0.0, 0
+    for images, masks, own in sites:
+        plain += score(model, images, masks)["dice"] * len(images)
+        local += score(adapted(model, own), images, masks)["dice"] * len(images)
+        count += len(images)
+    return {"": plain / count, "_adapted": local / count}
+
+
 def fedavg(model: nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], run: dict,
-           scored: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict]:
+           scored: dict[str, list[Scored]]) -> list[dict]:
     """``num-server-rounds`` rounds of FedAvg over the sites' ``pairs``, as the ClientApp
     trains (seed = round, the cosine schedule) and the server averages (by examples);
-    the global model's Dice on each of ``scored`` after every round."""
+    the global model's Dice on each of ``scored`` after every round (:func:`site_dice`)."""
     curve = []
     rounds = int(run["num-server-rounds"])
     for server_round in range(1, rounds + 1):
@@ -132,8 +163,8 @@ def fedavg(model: nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], run: di
         w = np.array(weights, float) / sum(weights)
         model.load_state_dict({k: sum(float(wi) * s[k].double() for wi, s in zip(w, states)
                                       ).to(start[k].dtype) for k in start})
-        curve.append({"round": server_round} | {name: score(model, *data)["dice"]
-                                                for name, data in scored.items()})
+        curve.append({"round": server_round} | {name + kind: dice for name, sites in scored.items()
+                                                for kind, dice in site_dice(model, sites).items()})
     return curve
 
 
@@ -158,10 +189,13 @@ def main() -> None:
         rng = np.random.default_rng([seed, 0xFACE])
         here = sites(run, 2, args.cache_dir)
         pairs = [make_pairs(s, theta, rng) for s in here]
-        held = (np.concatenate([s.eval_images for s in here]), np.concatenate([s.eval_masks for s in here]))
-        test = [p for c in range(args.test_cohorts) for part in range(2)
-                for p in phantom_partition(_config(run | {"seed": 1000 + 10 * seed + c}, part, 2))]
-        test = (np.stack([p.image for p in test]), np.stack([p.truth for p in test]))
+        held = [(s.eval_images, s.eval_masks, s.originals) for s in here]
+        test = []
+        for cohort in range(args.test_cohorts):
+            photos = [p for part in range(2)
+                      for p in phantom_partition(_config(run | {"seed": 1000 + 10 * seed + cohort}, part, 2))]
+            images = np.stack([p.image for p in photos])
+            test.append((images, np.stack([p.truth for p in photos]), images))
         started = time.perf_counter()
         curve = fedavg(wrap(build_unet(str(run["encoder"]), int(run["encoder-depth"]), seed=seed)), pairs,
                        run, {"node": held, "test": test})

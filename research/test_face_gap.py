@@ -20,7 +20,7 @@ def test_two_alike_sites_average_to_one_site_trained_alone(cell):
     run, (site, _) = cell
     pairs = (site.images, site.masks)
     held = (site.eval_images, site.eval_masks)
-    curve = fedavg(build_unet(seed=0), [pairs, pairs], run, {"held": held})
+    curve = fedavg(build_unet(seed=0), [pairs, pairs], run, {"held": [(*held, site.originals)]})
     alone = build_unet(seed=0)
     for server_round in (1, 2):
         train_epochs(alone, *pairs, epochs=1, batch_size=int(run["batch-size"]), seed=server_round,
@@ -46,3 +46,26 @@ def test_standardised_photos_ignore_a_change_of_exposure():
     out = model(torch.from_numpy(x))
     brighter = model(torch.from_numpy(1.3 * x + 0.1))
     assert torch.allclose(out, brighter, atol=1e-4)
+
+
+def test_adapted_statistics_are_the_sites_own(cell):
+    """AdaBN: the copy's BatchNorm statistics are the site photos' (the first layer's mean is
+    the photos' mean response exactly), the federation's model is untouched."""
+    import torch
+
+    from deid_client.task.data import phantom_partition
+    from research.face_gap import _config, adapted
+
+    run, (site, _) = cell
+    model = build_unet(seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    local = adapted(model, site.originals)
+    x = torch.from_numpy(site.originals).permute(0, 3, 1, 2).float() / 255
+    first = local.encoder.bn1
+    with torch.no_grad():
+        response = local.encoder.conv1(x)
+    assert torch.allclose(first.running_mean, response.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # the site's photos: its training split's originals, then its held-out ones
+    partition = phantom_partition(_config(run, 0, 2))
+    assert np.array_equal(np.concatenate([site.originals, site.eval_images]), [p.image for p in partition])
