@@ -15,6 +15,8 @@ Variants (``VARIANTS``):
 - ``lesion_mix``: each site also trains on every surrogate's lesion carried onto another of
   its surrogates' twins (``deid_client.firewall.masks.carry_lesion``: the same pixels
   the firewall carries a patient's lesion with), so a lesion is seen on two faces;
+- ``repeat``: the site's pairs twice (the steps ``lesion_mix`` takes, no new faces: its
+  control);
 - ``standardise``: each photo standardised per channel before the U-Net (skin tone and
   lighting taken out), in training and in scoring alike.
 
@@ -46,24 +48,28 @@ __all__ = ["VARIANTS", "Site", "study_run_config", "sites", "lesion_mix", "Stand
 
 
 class Site:
-    """A site's training pairs (its surrogates, or the mixes made from them), its twins, and
-    its held-out originals."""
+    """A site's training pairs (from its mask source: the firewall's surrogates and masks,
+    or a research baseline's), the firewall's twins (``surrogate`` only), its held-out
+    originals, and the originals it trains on through the firewall."""
 
     def __init__(self, config: DataConfig, cache_dir: Path):
         data = load_node_data(config, cache_dir)
         key = config.key()
-        with np.load(cache_dir / f"node-data-{key}.npz") as stored:
-            names = stored["released"]
         self.images, self.masks = data.train_images, data.train_masks
-        healthy = cache_dir / f"firewall-{key}" / "healthy"
-        self.twins = np.stack([read_image(healthy / f"{n}.png") for n in names])
+        self.twins = None
+        if config.mask_source == "surrogate":
+            with np.load(cache_dir / f"node-data-{key}.npz") as stored:
+                names = stored["released"]
+            healthy = cache_dir / f"firewall-{key}" / "healthy"
+            self.twins = np.stack([read_image(healthy / f"{n}.png") for n in names])
         self.eval_images, self.eval_masks = data.eval_images, data.eval_masks
         # the site's own training photos (never trained on): what it can adapt statistics to
         self.originals = np.stack([p.image for p in phantom_partition(config)[:-len(data.eval_images)]])
 
 
 def study_run_config(*overrides: str) -> dict:
-    """The run config of one study cell (``conf/study.yaml`` with ``overrides``), ``surrogate``."""
+    """The run config of one study cell (``conf/study.yaml`` with ``overrides``; by default
+    the ``surrogate`` mask source)."""
     from hydra import compose, initialize_config_dir
 
     from simulations.run import run_config
@@ -112,10 +118,15 @@ def _baseline(site: Site, theta: float, rng: np.random.Generator):
     return site.images, site.masks
 
 
+def _repeat(site: Site, theta: float, rng: np.random.Generator):
+    return np.concatenate([site.images] * 2), np.concatenate([site.masks] * 2)
+
+
 #: name -> (training pairs of a site, model wrapper)
 VARIANTS: dict[str, tuple[Callable, Callable[[nn.Module], nn.Module]]] = {
     "baseline": (_baseline, lambda m: m),
     "lesion_mix": (lesion_mix, lambda m: m),
+    "repeat": (_repeat, lambda m: m),
     "standardise": (_baseline, Standardised),
 }
 
@@ -174,6 +185,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--non-iid", nargs="+", type=float, default=[0.2, 0.8])
     parser.add_argument("--firewall", default="", help="the cells' data.firewall overrides")
+    parser.add_argument("--mask-source", default="surrogate", help="truth: the reference cell")
     parser.add_argument("--test-cohorts", type=int, default=2, help="extra held-out cohorts to score on")
     parser.add_argument("--cache-dir", type=Path, default=Path("outputs/cache"))
     parser.add_argument("--out", type=Path, help="append one JSON line per run here")
@@ -183,7 +195,8 @@ def main() -> None:
     torch.set_num_threads(1)
     for non_iid, seed, name in ((n, s, v) for n in args.non_iid for s in args.seeds for v in args.variants):
         run = study_run_config(f"data.non_iid={non_iid}", f"data.seed={seed}", "simulation.num_clients=2",
-                               f"data.firewall='{args.firewall}'", *args.override)
+                               f"data.firewall='{args.firewall}'", f"data.mask_source={args.mask_source}",
+                               *args.override)
         theta = _config(run, 0, 2).firewall_settings().theta
         make_pairs, wrap = VARIANTS[name]
         rng = np.random.default_rng([seed, 0xFACE])
@@ -199,7 +212,8 @@ def main() -> None:
         started = time.perf_counter()
         curve = fedavg(wrap(build_unet(str(run["encoder"]), int(run["encoder-depth"]), seed=seed)), pairs,
                        run, {"node": held, "test": test})
-        result = {"variant": name, "non_iid": non_iid, "seed": seed, "firewall": args.firewall,
+        result = {"variant": name, "mask_source": args.mask_source, "non_iid": non_iid, "seed": seed,
+                  "firewall": args.firewall,
                   "train_pairs": [len(p[0]) for p in pairs], "curve": curve,
                   "seconds": round(time.perf_counter() - started, 1)}
         print(json.dumps(result), flush=True)
