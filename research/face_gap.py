@@ -144,14 +144,16 @@ Scored = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def site_dice(model: nn.Module, sites: list[Scored]) -> dict[str, float]:
-    """Per-photo Dice over the sites' photos (as the server averages them), plain and with
-    each site's statistics (:func:`adapted`)."""
-    plain, local, count = 0.0, 0.0, 0
+    """Per-photo Dice over the sites' photos (as the server averages them): plain, with each
+    site's statistics from its own photos (:func:`adapted`), and from the scored photos
+    themselves (``_self``: what a site segmenting a batch of photos can do)."""
+    plain, local, itself, count = 0.0, 0.0, 0.0, 0
     for images, masks, own in sites:
         plain += score(model, images, masks)["dice"] * len(images)
         local += score(adapted(model, own), images, masks)["dice"] * len(images)
+        itself += score(adapted(model, images), images, masks)["dice"] * len(images)
         count += len(images)
-    return {"": plain / count, "_adapted": local / count}
+    return {"": plain / count, "_adapted": local / count, "_self": itself / count}
 
 
 def fedavg(model: nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], run: dict,
