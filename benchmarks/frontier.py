@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-import _repo  # noqa: F401  (the repository's docs/)
+import _repo  # the repository's docs/ and research/
+from research.reid import ATTACKERS
 
 DOCS = _repo.ROOT / "docs"
 # The worst attacker on surrogates for settings the benchmark's last run did not measure,
@@ -54,7 +55,7 @@ def privacy(setting: str, benchmark: dict) -> dict:
         raise ValueError(f"{setting}: the privacy benchmark's record has no {key}; rerun it "
                          f"with --identities {k.group(1)} or more")
     pooled = {"reid_surrogate": benchmark[key], "worst_attacker": max(
-        ("cnn", "aware", "dlib", "mimic"), key=lambda n: benchmark.get(f"{key}_{n}", -1)) + " (pooled)"}
+        ATTACKERS, key=lambda n: benchmark.get(f"{key}_{n}", -1)) + " (pooled)"}
     return max(single, pooled, key=lambda p: p["reid_surrogate"])
 
 
