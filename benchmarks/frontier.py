@@ -20,43 +20,58 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
+import shlex
 from pathlib import Path
 
 import numpy as np
 
 import _repo  # the repository's docs/ and research/
+from deid_client.firewall import compose_firewall
 from research.reid import ATTACKERS
 
 DOCS = _repo.ROOT / "docs"
 # The worst attacker on surrogates for settings the benchmark's last run did not measure,
 # as docs/privacy_attackers.md records them (50 x 5, the same patients).
-EARLIER = {
-    "privacy=low": {"reid_surrogate": 0.596, "worst_attacker": "aware",
-                    "note": "section 'The edited route'; mimic not run at 50 x 5 (0.70 on the 20 x 2 sweep)"},
-    "privacy=medium": {"reid_surrogate": 0.080, "worst_attacker": "aware",
-                       "note": "section 'The shipped firewall: the face drawn anew'; mimic not run"},
+EARLIER = {  # by privacy level, at K = 1
+    "low": {"reid_surrogate": 0.596, "worst_attacker": "aware",
+            "note": "section 'The edited route'; mimic not run at 50 x 5 (0.70 on the 20 x 2 sweep)"},
+    "medium": {"reid_surrogate": 0.080, "worst_attacker": "aware",
+               "note": "section 'The shipped firewall: the face drawn anew'; mimic not run"},
 }
 
 
 def privacy(setting: str, benchmark: dict) -> dict:
     """The worst re-identification of surrogates under ``setting`` (a ``data.firewall`` string,
-    "" for the shipped default)."""
-    if setting in EARLIER:
-        return EARLIER[setting]
-    k = re.fullmatch(r"surrogates_per_photo=(\d+)", setting)
-    if setting and not k:
+    "" for the shipped default), resolved by the package's own config: the benchmark's
+    figures are the default privacy level's, one surrogate at a time and, for K > 1, a
+    photo's K surrogates pooled, whichever is worse."""
+    overrides = shlex.split(setting)
+    cfg, default = compose_firewall(overrides), compose_firewall([])
+    if {o.split("=")[0] for o in overrides} - {"privacy", "surrogates_per_photo"}:
         raise ValueError(f"no privacy figures on record for firewall setting {setting!r}")
+    k = cfg.surrogates_per_photo
+    if cfg.privacy != default.privacy:
+        if cfg.privacy not in EARLIER or k > 1:
+            raise ValueError(f"no privacy figures on record for firewall setting {setting!r}")
+        return EARLIER[cfg.privacy]
     single = {"reid_surrogate": benchmark["reid_surrogate"], "worst_attacker": benchmark["worst_attacker"]}
-    if not k:
+    if k == 1:
         return single
-    key = f"reid_pooled{k.group(1)}_surrogate"
+    key = f"reid_pooled{k}_surrogate"
     if key not in benchmark:
         raise ValueError(f"{setting}: the privacy benchmark's record has no {key}; rerun it "
-                         f"with --identities {k.group(1)} or more")
+                         f"with --identities {k} or more")
     pooled = {"reid_surrogate": benchmark[key], "worst_attacker": max(
         ATTACKERS, key=lambda n: benchmark.get(f"{key}_{n}", -1)) + " (pooled)"}
     return max(single, pooled, key=lambda p: p["reid_surrogate"])
+
+
+def label(setting: str) -> str:
+    """A setting as the frontier names it: the shipped default says what it is."""
+    if setting:
+        return setting
+    cfg = compose_firewall([])
+    return f"default (privacy={cfg.privacy}, K={cfg.surrogates_per_photo})"
 
 
 def utility(runs: list[dict], setting: str, clients: int = 2, strategy: str = "fedavg") -> dict | None:
@@ -86,7 +101,7 @@ def frontier(study: dict, benchmark: dict) -> list[dict]:
     for setting in settings:
         use = utility(study["runs"], setting)
         if use is not None:
-            rows.append({"setting": setting or "default (privacy=high, K=1)", **privacy(setting, benchmark),
+            rows.append({"setting": label(setting), **privacy(setting, benchmark),
                          **use})
     return rows
 

@@ -118,19 +118,24 @@ def test_the_frontier_pairs_each_settings_dice_ratio_with_its_worst_attacker(tmp
         return {"mask_source": source, "firewall": firewall, "clients": 2, "strategy": "fedavg",
                 "non_iid": non_iid, "rounds": 5, "seed": seed, "dice": [0.0, dice]}
 
+    # the shipped default is K = 2 (deid_client/firewall/conf/firewall.yaml); K = 1 is an override
     runs = [run("truth", "", 0.2, s, 0.8) for s in (0, 1)] + [run("truth", "", 0.8, 0, 0.6)]
-    runs += [run("surrogate", "", 0.2, 0, 0.5), run("surrogate", "", 0.2, 1, 0.7),
-             run("surrogate", "", 0.8, 0, 0.3)]
-    runs += [run("surrogate", "surrogates_per_photo=2", 0.2, 0, 0.72),
-             run("surrogate", "surrogates_per_photo=2", 0.8, 0, 0.45)]
+    runs += [run("surrogate", "surrogates_per_photo=1", 0.2, 0, 0.5),
+             run("surrogate", "surrogates_per_photo=1", 0.2, 1, 0.7),
+             run("surrogate", "surrogates_per_photo=1", 0.8, 0, 0.3)]
+    runs += [run("surrogate", "", 0.2, 0, 0.72), run("surrogate", "", 0.8, 0, 0.45)]
     benchmark = {"reid_surrogate": 0.04, "worst_attacker": "aware", "reid_pooled2_surrogate": 0.06,
                  "reid_pooled2_surrogate_dlib": 0.06, "reid_pooled2_surrogate_aware": 0.02}
     rows = frontier.frontier({"runs": runs}, benchmark)
-    assert [r["setting"] for r in rows] == ["default (privacy=high, K=1)", "surrogates_per_photo=2"]
-    assert rows[0]["ratio"] == pytest.approx((0.6 / 0.8 + 0.3 / 0.6) / 2)
-    assert (rows[0]["reid_surrogate"], rows[0]["worst_attacker"]) == (0.04, "aware")
-    assert rows[1]["ratio"] == pytest.approx((0.72 / 0.8 + 0.45 / 0.6) / 2)
-    assert (rows[1]["reid_surrogate"], rows[1]["worst_attacker"]) == (0.06, "dlib (pooled)")
+    assert [r["setting"] for r in rows] == ["default (privacy=high, K=2)", "surrogates_per_photo=1"]
+    assert rows[1]["ratio"] == pytest.approx((0.6 / 0.8 + 0.3 / 0.6) / 2)
+    assert (rows[1]["reid_surrogate"], rows[1]["worst_attacker"]) == (0.04, "aware")
+    assert rows[0]["ratio"] == pytest.approx((0.72 / 0.8 + 0.45 / 0.6) / 2)
+    assert (rows[0]["reid_surrogate"], rows[0]["worst_attacker"]) == (0.06, "dlib (pooled)")
+    # a level measured only at K = 1 is quoted at K = 1, and nowhere else
+    assert frontier.privacy("privacy=low surrogates_per_photo=1", benchmark)["reid_surrogate"] == 0.596
+    with pytest.raises(ValueError, match="no privacy figures"):
+        frontier.privacy("privacy=low", benchmark)
     with pytest.raises(ValueError, match="reid_pooled4"):
         frontier.privacy("surrogates_per_photo=4", benchmark)
     with pytest.raises(ValueError, match="no privacy figures"):

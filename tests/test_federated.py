@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, Metadata, Metric
 from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
                                      DifferentialPrivacyServerSideFixedClipping, FedProx, Result)
 
+from deid_client.firewall import compose_firewall
 from deid_client.io.images import read_image, write_image
 from deid_client.task.data import load_node_data, training_mask
 from tests.runconfig import RUN_CONFIG, data_settings
@@ -221,7 +222,8 @@ def test_a_folder_of_photos_alone_is_a_node(tmp_path, caplog):
         data = load_node_data(data_settings(data_dir=str(site), image_size=64), tmp_path / "cache")
     (firewall,) = (tmp_path / "cache").glob("firewall-*")
     manifest = json.loads((firewall / "manifest.json").read_text())
-    assert manifest["released"] + manifest["refused"] == 5 and manifest["released"] >= 3
+    k = compose_firewall().surrogates_per_photo  # each photo gives K surrogates, all trained on
+    assert manifest["released"] + manifest["refused"] == 5 * k and manifest["released"] >= 3
     n = manifest["released"]  # the identity gate's refusals never reach training
     assert data.train_images.shape == (n, 64, 64, 3) and data.train_masks.shape == (n, 64, 64)
     assert data.eval_images.shape == (0, 64, 64, 3) and data.eval_masks.shape == (0, 64, 64)

@@ -66,6 +66,13 @@ def outputs(out: Path) -> dict[str, bytes]:
 #: Photos without faces (a cat, coffee, a rocket) are released here, not refused: the
 #: tests that need files to look at say so; the gate's defaults are tested on their own.
 RELEASE_NO_FACE = "gate.no_face=release"
+#: The shipped surrogates per photo: a folder batch writes K files of each photo.
+K = compose_firewall().surrogates_per_photo
+
+
+def photo_of(name: str) -> str:
+    """The photo's pseudonym in a surrogate's name (``<pseudonym>-<k>`` where K > 1)."""
+    return name.rsplit("-", 1)[0] if K > 1 else name
 
 
 def test_real_photos_and_bad_files_through_the_command(tmp_path, capsys):
@@ -82,13 +89,15 @@ def test_real_photos_and_bad_files_through_the_command(tmp_path, capsys):
     manifest = json.loads((out / MANIFEST).read_text())
     released = [e for e in manifest["photos"] if e["status"] == "released"]
     refused = [e for e in manifest["photos"] if e["status"] == "refused"]
-    assert len(released) >= 3 and len(released) + len(refused) == 5 and manifest["errors"] == 3
+    assert len(released) >= 3 and len(released) + len(refused) == 5 * K and manifest["errors"] == 3
     assert manifest["released"] == len(released) and manifest["refused"] == len(refused)
     assert all("too close" in e["reason"] and e["identity_distance"] < 0.36 for e in refused)
     names = {e["pseudonym"] for e in released}
     for folder in OUTPUTS:  # the same pseudonymous PNG name in all three folders
         assert {p.stem for p in (out / folder).iterdir()} == names
-    assert all(len(n) == 20 and set(n) <= set("0123456789abcdef") for n in names)
+    photos = {photo_of(n) for n in names}
+    assert all(len(n) == 20 and set(n) <= set("0123456789abcdef") for n in photos)
+    assert len(names) == K * len(photos)
     text = (out / MANIFEST).read_text()
     for stem in ("jane", "smith", "visit_3", "followup", "close_up", "referral", "broken_scan", "mrn",
                  "rosacea"):
@@ -99,7 +108,7 @@ def test_real_photos_and_bad_files_through_the_command(tmp_path, capsys):
     for entry in released:
         assert entry["target_prompt"].endswith("with facial erythema") and 0 <= entry["lesion_fraction"] < 1
         assert set(entry) == {"pseudonym", "status", "reason", "target_prompt", "seed", "seconds",
-                              "identity_distance", "lesion_fraction"}
+                              "identity_distance", "lesion_fraction"} | ({"photo"} if K > 1 else set())
     surrogate = np.asarray(Image.open(out / "surrogates" / f"{released[0]['pseudonym']}.png"))
     assert surrogate.dtype == np.uint8 and surrogate.ndim == 3
     sheet = Image.open(out / "contact_sheet.png")
@@ -108,7 +117,7 @@ def test_real_photos_and_bad_files_through_the_command(tmp_path, capsys):
     # A rerun finds everything done and leaves the outputs as they were.
     before = outputs(out)
     assert main(argv) == 1
-    assert "(5 done by an earlier run)" in capsys.readouterr().err
+    assert f"({5 * K} done by an earlier run)" in capsys.readouterr().err
     assert outputs(out) == before
     # Other settings into the same folder: a usage error, and nothing changes.
     assert main([*argv, "theta=4.0"]) == 2
@@ -184,7 +193,7 @@ def test_without_the_identity_edit_nothing_is_released(tmp_path):
     assert main(["firewall", str(site), "-o", str(out), "--secret-file", str(tmp_path / "s"),
                  "identity.n_max=0", "identity.n_min=0"]) == 0
     manifest = json.loads((out / MANIFEST).read_text())
-    assert manifest["released"] == 0 and manifest["refused"] == 6
+    assert manifest["released"] == 0 and manifest["refused"] == 6 * K
     assert not any((out / folder).exists() and any((out / folder).iterdir()) for folder in OUTPUTS)
     faces = [e for e in manifest["photos"] if e["identity_distance"] is not None]
     assert faces and all(e["identity_distance"] < 0.1 for e in faces)  # the patient, unchanged
@@ -267,9 +276,12 @@ def test_site_attributes_steer_targets_only_when_asked(tmp_path):
     kept = targets(tmp_path / "kept", "min_change=3")
     prompts, secret = compose_firewall().prompts, load_site_secret(tmp_path / "s")
     for file, patient in known.items():
-        target = kept[pseudonym(read_image(site / "images" / file), secret)]
-        chosen = next(p for p in prompts.people() if prompts.describe(p) == target)
-        assert prompts.distance(patient, chosen) >= 3, (patient, target)
+        photo = pseudonym(read_image(site / "images" / file), secret)
+        mine = [target for name, target in kept.items() if photo_of(name) == photo]
+        assert len(mine) == K
+        for target in mine:
+            chosen = next(p for p in prompts.people() if prompts.describe(p) == target)
+            assert prompts.distance(patient, chosen) >= 3, (patient, target)
     (site / "attributes.csv").write_text("file,sex\nmr_smith.png,robot\n")
     assert main(["firewall", str(site), "-o", str(tmp_path / "o2"), "--secret-file",
                  str(tmp_path / "s")]) == 1  # that photo fails with a clear reason, the rest go on
@@ -289,7 +301,7 @@ def test_several_surrogates_per_photo_each_with_its_own_target_and_noise(tmp_pat
                      RELEASE_NO_FACE, *overrides]) == 0
         return json.loads((out / MANIFEST).read_text())["photos"]
 
-    one = {e["pseudonym"]: e for e in run(tmp_path / "one")}
+    one = {e["pseudonym"]: e for e in run(tmp_path / "one", "surrogates_per_photo=1")}
     three = run(tmp_path / "three", "surrogates_per_photo=3")
     assert len(one) == 5 and len(three) == 15
     assert {e["pseudonym"] for e in three} == {f"{p}-{k}" for p in one for k in range(3)}

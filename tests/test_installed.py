@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from deid_client.firewall import compose_firewall
 from tests.test_firewall import hospital_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,5 +59,7 @@ def test_the_wheel_runs_the_firewall_outside_the_repository(tmp_path):
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stderr[-2000:]  # the folder's 3 bad files
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["released"] + manifest["refused"] == 5 and manifest["settings"]["theta"] == 4.5
+    k = compose_firewall().surrogates_per_photo  # the wheel ships the checkout's firewall.yaml
+    assert manifest["settings"].get("surrogates_per_photo", 1) == k
+    assert manifest["released"] + manifest["refused"] == 5 * k and manifest["settings"]["theta"] == 4.5
     assert len(list((out / "masks").glob("*.png"))) == manifest["released"] >= 3
