@@ -198,13 +198,21 @@ def test_folder_data_for_a_real_site(tmp_path):
     write_cohort(cases[:6], tmp_path / "site", size=80, progress=False)
     site = tmp_path / "site" / "hospital_0"
     config = data_settings(data_dir=str(site), image_size=64, eval_fraction=0.34)
+    k = compose_firewall().surrogates_per_photo
+
+    def released(photos: int) -> int:  # K surrogates of each training photo, less the gate's refusals
+        manifests = (tmp_path / "cache").glob("firewall-*/manifest.json")  # a new one per photo set
+        manifest = json.loads(max(manifests, key=lambda m: m.stat().st_mtime_ns).read_text())
+        assert manifest["released"] + manifest["refused"] == photos * k
+        return manifest["released"]
+
     data = load_node_data(config, tmp_path / "cache")
-    assert data.train_images.shape == (4, 64, 64, 3) and data.eval_masks.shape == (2, 64, 64)
+    assert data.train_images.shape == (released(4), 64, 64, 3) and data.eval_masks.shape == (2, 64, 64)
     # New photos at the site: the cache must not hide them.
     extra = render_case(cases[6], 80)
     for folder, pixels in (("images", extra.image), ("healthy", extra.twin), ("masks", extra.mask)):
         write_image(site / folder / "case_99999.png", pixels)
-    assert load_node_data(config, tmp_path / "cache").train_images.shape[0] == 5
+    assert load_node_data(config, tmp_path / "cache").train_images.shape[0] == released(5)
 
 
 def test_a_folder_of_photos_alone_is_a_node(tmp_path, caplog):
