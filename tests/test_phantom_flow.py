@@ -393,18 +393,20 @@ def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeyp
     assert {e.source_prompt for e in edits} == set(trained)  # every training photo, captioned
     for identity in edits:  # each draw (the gate's new ones too) min_change away from its patient
         assert _steps_from(trained[identity.source_prompt], identity.target_prompt) >= cfg.min_change
-    assert len(edits) >= 3
-    assert data.train_images.shape == (3, 64, 64, 3) and data.train_masks.dtype == bool
-    for surrogate, original in zip(data.train_images, originals, strict=False):
-        assert np.abs(surrogate.astype(int) - original).mean() > 10  # not the patient's photo
-    assert np.array_equal(data.eval_images[0], originals[-1])  # scored on the site's real photos
-    cached = load_node_data(config, tmp_path)  # second call: from the cache, identical
-    assert np.array_equal(cached.train_images, data.train_images)
+    k = cfg.surrogates_per_photo  # K surrogates of each of the 3 training photos
+    assert len(edits) >= 3 * k
     # one copy of the training pairs: the firewall's own PNGs, not a re-encoded one
     (stored,) = tmp_path.glob("node-data-*.npz")
     with np.load(stored) as arrays:
-        assert "train_images" not in arrays.files and len(arrays["released"]) == 3
+        assert "train_images" not in arrays.files
         released = list(arrays["released"])
+    assert len(released) == 3 * k  # at these seeds the gate refuses none
+    assert data.train_images.shape == (3 * k, 64, 64, 3) and data.train_masks.dtype == bool
+    for surrogate in data.train_images:  # none of them a patient's photo
+        assert min(np.abs(surrogate.astype(int) - original).mean() for original in originals) > 10
+    assert np.array_equal(data.eval_images[0], originals[-1])  # scored on the site's real photos
+    cached = load_node_data(config, tmp_path)  # second call: from the cache, identical
+    assert np.array_equal(cached.train_images, data.train_images)
     (firewall_dir,) = tmp_path.glob("firewall-*")
     for image, mask, name in zip(cached.train_images, cached.train_masks, released, strict=True):
         assert np.array_equal(image, read_image(firewall_dir / "surrogates" / f"{name}.png"))
