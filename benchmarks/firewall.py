@@ -86,7 +86,7 @@ def prepare_node(partition: int) -> dict:
     """One main-job node's data, as its ClientApp prepares it (no cache); its photos and seconds."""
     started = time.perf_counter()
     data = load_node_data(main_job_data(mask_source="surrogate", partition_id=partition), None)
-    return {"partition": partition, "training_photos": len(data.train_images),
+    return {"partition": partition, "training_pairs": len(data.train_images),  # K per released photo
             "seconds": time.perf_counter() - started}
 
 
