@@ -26,6 +26,7 @@ from deid_client.task.data import data_config
 
 from .centralised import train_centralised
 from .engine import run_simulation
+from .study import firewall_record
 
 RESULT = "result.json"
 
@@ -98,7 +99,8 @@ def main(cfg: DictConfig) -> None:
               f"({history[-1].get('eval_errors') if history else 'no rounds'}); see history.json",
               file=sys.stderr)
         sys.exit(1)
-    summary = summarise(history, cfg) | identity
+    firewall = data_config(settings, {"num-partitions": cfg.simulation.num_clients}).firewall_settings()
+    summary = summarise(history, cfg) | identity | {"firewall_settings": firewall_record(firewall)}
     result_file.write_text(json.dumps(summary, indent=2))
     print(f"\n{'round':>5} {'train_loss':>10} {'eval_dice':>9} {'eval_iou':>8}")
     for e in history:

@@ -17,6 +17,7 @@ the report over.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 from collections import defaultdict
@@ -26,10 +27,12 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-__all__ = ["collect", "merge_runs", "summarise_cells", "write_report", "StudyReport"]
+__all__ = ["collect", "merge_runs", "summarise_cells", "write_report", "StudyReport", "firewall_record",
+           "firewall_label"]
 
-#: A cell's identity. ``firewall``: the run's firewall overrides (``data.firewall``; "" for
-#: the shipped defaults, as in runs recorded before it was a column).
+#: A cell's identity. ``firewall``: the run's firewall as overrides of today's shipped one
+#: (:func:`firewall_label`; "" for the shipped defaults, as in runs recorded before it was a
+#: column).
 GRID = ("mask_source", "firewall", "clients", "non_iid", "strategy", "rounds")
 # Display order and colour, the upper bound first.
 SOURCE_COLOURS = {"truth": "black", "oracle": "tab:blue", "surrogate": "tab:red", "naive": "tab:gray"}
@@ -47,12 +50,62 @@ def collect(sweep_dir: str | Path) -> list[dict]:
             continue
         summary = json.loads(result.read_text())
         rounds = json.loads(history.read_text())["rounds"]
-        runs.append(_with_defaults({k: summary.get(k) for k in (*GRID, "seed")}) |
-                    {"dice": [r.get("eval_dice") for r in rounds]})
+        run = {k: summary.get(k) for k in (*GRID, "seed", "firewall_settings") if k in summary}
+        runs.append(_labelled(run) | {"dice": [r.get("eval_dice") for r in rounds]})
     return runs
 
 
-def _with_defaults(run: dict) -> dict:
+def firewall_record(settings) -> dict:
+    """A run's firewall settings (a ``FirewallConfig``) as plain JSON values, for its
+    ``result.json``: what :func:`firewall_label` reads."""
+    from deid_client.firewall.config import settings_record
+
+    # settings_record leaves K = 1 out for its cache keys' sake; a label needs it
+    return settings_record(settings) | {"surrogates_per_photo": settings.surrogates_per_photo}
+
+
+def firewall_label(record: dict) -> str:
+    """A run's firewall (:func:`firewall_record`) as overrides of the shipped firewall of
+    today: its privacy level where that differs, then every setting that differs from that
+    level's. So a run keeps its meaning when a default changes (settings added or removed
+    since the run are not compared).
+
+    >>> from deid_client.firewall import compose_firewall
+    >>> firewall_label(firewall_record(compose_firewall(["surrogates_per_photo=1", "privacy=low"])))
+    'privacy=low surrogates_per_photo=1'
+    >>> firewall_label(firewall_record(compose_firewall()))
+    ''
+    """
+    overrides = [] if record["privacy"] == _shipped("")["privacy"] else [f"privacy={record['privacy']}"]
+    shipped, run = _flat(_shipped(" ".join(overrides))), _flat(record)
+    overrides += [f"{key}={_value(value)}" for key, value in sorted(run.items())
+                  if key in shipped and value != shipped[key]]
+    return " ".join(overrides)
+
+
+@functools.lru_cache
+def _shipped(overrides: str) -> dict:
+    from deid_client.firewall.config import compose_firewall
+
+    return firewall_record(compose_firewall(overrides.split()))
+
+
+def _flat(record: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in record.items():
+        flat |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return flat
+
+
+def _value(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _labelled(run: dict) -> dict:
+    """``run`` with its ``firewall`` label: from its recorded settings where it has them,
+    else as recorded ("" for runs from before the column)."""
+    if run.get("firewall_settings"):
+        return run | {"firewall": firewall_label(run["firewall_settings"])}
     return run | {"firewall": run.get("firewall") or ""}
 
 
@@ -104,7 +157,7 @@ def write_report(sweep_dir: str | Path, docs_dir: str | Path = DOCS, *, fresh: b
     docs_dir.mkdir(parents=True, exist_ok=True)
     report_json = docs_dir / "study.json"
     earlier = [] if fresh or not report_json.is_file() else json.loads(report_json.read_text())["runs"]
-    earlier = [_with_defaults(r) for r in earlier]
+    earlier = [_labelled(r) for r in earlier]
     runs = merge_runs(earlier, collect(sweep_dir))
     rows = summarise_cells(runs)
     report_json.write_text(json.dumps({"runs": runs, "cells": rows}, indent=1))

@@ -152,3 +152,33 @@ def test_the_simulation_defaults_are_the_flower_apps_defaults(tmp_path):
     assert shared <= set(app)
     assert {k: fedavg[k] for k in shared} == {k: app[k] for k in shared}
     assert fedprox["proximal-mu"] == app["proximal-mu"]
+
+
+def test_a_run_is_labelled_by_its_firewall_against_todays_default(tmp_path):
+    """A run that recorded its firewall settings keeps its meaning when a default changes:
+    one made under an older default with no overrides is labelled by what differs today, and
+    one that overrode a setting to today's default value is a default run."""
+    from deid_client.firewall import compose_firewall
+    from simulations.study import firewall_record, write_report
+
+    k = compose_firewall().surrogates_per_photo
+    cell = {"mask_source": "surrogate", "clients": 2, "non_iid": 0.8, "strategy": "fedavg", "rounds": 1}
+    made = {"older-default": ("", [f"surrogates_per_photo={k + 1}"], 0.5),
+            "today-by-override": (f"surrogates_per_photo={k}", [f"surrogates_per_photo={k}"], 0.6),
+            "low": ("privacy=low", ["privacy=low", "theta=3.0"], 0.7)}
+    for seed, (name, (given, resolved, dice)) in enumerate(made.items()):
+        run = tmp_path / "sweep" / name
+        run.mkdir(parents=True)
+        record = firewall_record(compose_firewall(resolved))
+        (run / "result.json").write_text(json.dumps(cell | {"seed": seed, "firewall": given,
+                                                            "firewall_settings": record}))
+        (run / "history.json").write_text(json.dumps({"rounds": [{"eval_dice": dice}]}))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    rows = write_report(tmp_path / "sweep", docs)
+    assert sorted((r["firewall"], r["seeds"]) for r in rows) == [
+        ("", [1]), ("privacy=low theta=3.0", [2]), (f"surrogates_per_photo={k + 1}", [0])]
+    runs = json.loads((docs / "study.json").read_text())["runs"]
+    assert all(r["firewall_settings"]["privacy"] in ("high", "low") for r in runs)
+    # the report keeps the settings, so a later report labels the same runs the same way
+    assert [r["firewall"] for r in rows] == [r["firewall"] for r in write_report(tmp_path / "empty", docs)]
