@@ -46,9 +46,9 @@ def privacy(setting: str, benchmark: dict) -> dict:
     figures are the default privacy level's, one surrogate at a time and, for K > 1, a
     photo's K surrogates pooled, whichever is worse."""
     overrides = shlex.split(setting)
-    cfg, default = compose_firewall(overrides), compose_firewall([])
     if {o.split("=")[0] for o in overrides} - {"privacy", "surrogates_per_photo"}:
         raise ValueError(f"no privacy figures on record for firewall setting {setting!r}")
+    cfg, default = compose_firewall(overrides), compose_firewall([])
     k = cfg.surrogates_per_photo
     if cfg.privacy != default.privacy:
         if cfg.privacy not in EARLIER or k > 1:

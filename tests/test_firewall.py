@@ -250,6 +250,11 @@ def test_a_photos_surrogates_share_one_look_at_the_patient(tmp_path, monkeypatch
     report = run_folder(Firewall(cfg, cfg.model.load()), faces, tmp_path / "out", progress=False)
     assert len(report.refused) == 6  # each surrogate judged (the patient unchanged: refused)
     assert len(looks) == 2
+    # the photo is known by its pixels, not by which array holds them
+    looks.clear()
+    face = faces[0].load()
+    results = Firewall(cfg, cfg.model.load())([face, face.copy()], keys=["a", "a/1"])
+    assert len(results) == 2 and len(looks) == 1
 
 
 def test_site_attributes_steer_targets_only_when_asked(tmp_path):

@@ -114,8 +114,9 @@ class Firewall:
         gate = self.cfg.gate
         sides = [self._working_side(im) for im in images]
         # each patient's face embedding, made once per photo: a photo given once per
-        # surrogate (``surrogates_per_photo``) is the same array each time
-        patients: dict[int, np.ndarray | None] = {}  # by id() of the photo's array
+        # surrogate (``surrogates_per_photo``) has the same pixels each time
+        photos = [image_key(im) for im in images]
+        patients: dict[str, np.ndarray | None] = {}  # by the photo's pixels
         results: dict[int, Result] = {}
         pending = list(range(len(images)))
         for draw in range(gate.retries + 1):
@@ -128,14 +129,14 @@ class Firewall:
             made = self.synthesise([images[i] for i in pending], targets, [attributes[i] for i in pending],
                                    keys=noise_keys, batch_size=len(pending))
             for i, result in zip(pending, made, strict=True):
-                if id(images[i]) not in patients and gate.enabled:
-                    patients[id(images[i])] = face_embedding(images[i], resolution=sides[i])
+                if photos[i] not in patients and gate.enabled:
+                    patients[photos[i]] = face_embedding(images[i], resolution=sides[i])
                 verdict = judge(images[i], result.surrogate, result.twin, gate, resolution=sides[i],
-                                patient_embedding=patients.get(id(images[i])))
+                                patient_embedding=patients.get(photos[i]))
                 results[i] = replace(result, verdict=verdict)
             # a patient without a face cannot be audited on any draw: retrying only costs time
             pending = [i for i in pending
-                       if not results[i].released and patients.get(id(images[i])) is not None]
+                       if not results[i].released and patients.get(photos[i]) is not None]
         return [results[i] for i in range(len(images))]
 
     def draw_target(self, key: str, attributes: Attributes | None = None) -> str:
