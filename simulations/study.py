@@ -102,9 +102,9 @@ def _value(value) -> str:
 
 
 def _labelled(run: dict) -> dict:
-    """``run`` with its ``firewall`` label: from its recorded settings where it has them,
-    else as recorded ("" for runs from before the column)."""
-    if run.get("firewall_settings"):
+    """``run`` with its ``firewall`` label: from its recorded settings where it ran the
+    firewall (``surrogate``), else as recorded ("" for runs from before the column)."""
+    if run.get("firewall_settings") and run["mask_source"] == "surrogate":
         return run | {"firewall": firewall_label(run["firewall_settings"])}
     return run | {"firewall": run.get("firewall") or ""}
 

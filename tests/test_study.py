@@ -173,12 +173,20 @@ def test_a_run_is_labelled_by_its_firewall_against_todays_default(tmp_path):
         (run / "result.json").write_text(json.dumps(cell | {"seed": seed, "firewall": given,
                                                             "firewall_settings": record}))
         (run / "history.json").write_text(json.dumps({"rounds": [{"eval_dice": dice}]}))
+    # a mask source without the firewall is one cell whatever firewall was in force
+    truth = tmp_path / "sweep" / "truth"
+    truth.mkdir()
+    (truth / "result.json").write_text(json.dumps(cell | {"mask_source": "truth", "seed": 0, "firewall": "",
+                                                          "firewall_settings": record}))
+    (truth / "history.json").write_text(json.dumps({"rounds": [{"eval_dice": 0.8}]}))
     docs = tmp_path / "docs"
     docs.mkdir()
     rows = write_report(tmp_path / "sweep", docs)
-    assert sorted((r["firewall"], r["seeds"]) for r in rows) == [
-        ("", [1]), ("privacy=low theta=3.0", [2]), (f"surrogates_per_photo={k + 1}", [0])]
+    assert sorted((r["mask_source"], r["firewall"], r["seeds"]) for r in rows) == [
+        ("surrogate", "", [1]), ("surrogate", "privacy=low theta=3.0", [2]),
+        ("surrogate", f"surrogates_per_photo={k + 1}", [0]), ("truth", "", [0])]
     runs = json.loads((docs / "study.json").read_text())["runs"]
-    assert all(r["firewall_settings"]["privacy"] in ("high", "low") for r in runs)
+    assert sorted(r["firewall_settings"]["privacy"] for r in runs if r["mask_source"] == "surrogate") == [
+        "high", "high", "low"]
     # the report keeps the settings, so a later report labels the same runs the same way
     assert [r["firewall"] for r in rows] == [r["firewall"] for r in write_report(tmp_path / "empty", docs)]
