@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from deid_client.firewall.masks import carry_lesion, differential_mask
-from deid_client.io.images import read_image
+from deid_client.firewall.folder import read_outputs
 from deid_client.task.data import DataConfig, load_node_data, phantom_partition
 from deid_client.task.segmentation import build_unet, round_lr, score, train_epochs
 
@@ -60,8 +60,7 @@ class Site:
         if config.mask_source == "surrogate":
             with np.load(cache_dir / f"node-data-{key}.npz") as stored:
                 names = stored["released"]
-            healthy = cache_dir / f"firewall-{key}" / "healthy"
-            self.twins = np.stack([read_image(healthy / f"{n}.png") for n in names])
+            self.twins = read_outputs(cache_dir / f"firewall-{key}", names, "healthy")
         self.eval_images, self.eval_masks = data.eval_images, data.eval_masks
         # the site's own training photos (never trained on): what it can adapt statistics to
         self.originals = np.stack([p.image for p in phantom_partition(config)[:-len(data.eval_images)]])

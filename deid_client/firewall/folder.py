@@ -37,11 +37,11 @@ from deid_client.firewall.config import settings_record
 from deid_client.firewall.report import CONTACT_SHEET, contact_sheet
 from deid_client.io.files import USER_ERRORS, first_line
 from deid_client.io.images import (IMAGE_SUFFIXES, ImageReadError, atomic_write_bytes, list_images,
-                                   read_image, resize, write_image, write_mask)
+                                   read_image, read_mask, resize, write_image, write_mask)
 from deid_client.io.pseudonyms import pseudonym
 
-__all__ = ["Photo", "FolderReport", "run_folder", "folder_photos", "not_photos", "read_manifest", "MANIFEST",
-           "OUTPUTS", "CONTACT_SHEET"]
+__all__ = ["Photo", "FolderReport", "run_folder", "folder_photos", "not_photos", "read_manifest",
+           "read_outputs", "MANIFEST", "OUTPUTS", "CONTACT_SHEET"]
 
 MANIFEST = "manifest.json"
 #: The output folders; a released photo has one PNG of the same name in each.
@@ -80,6 +80,23 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
     """The manifest of a firewall output folder (``{}`` if there is none yet)."""
     path = Path(out_dir) / MANIFEST
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_outputs(out_dir: str | os.PathLike, names: Sequence[str], output: str) -> np.ndarray:
+    """One of a firewall output folder's :data:`OUTPUTS` for the released photos ``names``,
+    stacked in their order (``masks`` as bool).
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> _ = write_mask(out / "masks" / "ab12.png", np.eye(4, dtype=bool))
+    >>> masks = read_outputs(out, ["ab12"], "masks")
+    >>> masks.shape, masks.dtype, int(masks.sum())
+    ((1, 4, 4), dtype('bool'), 4)
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"no firewall output {output!r} (there are: {', '.join(OUTPUTS)})")
+    read = read_mask if output == "masks" else read_image
+    return np.stack([read(Path(out_dir) / output / f"{name}.png") for name in names])
 
 
 def run_folder(firewall: Firewall, photos: Sequence[Photo], out_dir: str | os.PathLike, *,

@@ -250,9 +250,9 @@ def _through_firewall(samples: list[_Sample], config: DataConfig, firewall_dir: 
 
 def _firewall_pairs(firewall_dir: Path, names) -> tuple[np.ndarray, np.ndarray]:
     """The firewall's released surrogates and masks, read from its output folder."""
-    images = [read_image(firewall_dir / "surrogates" / f"{n}.png") for n in names]
-    masks = [read_mask(firewall_dir / "masks" / f"{n}.png") for n in names]
-    return np.stack(images), np.stack(masks)
+    from deid_client.firewall.folder import read_outputs
+
+    return read_outputs(firewall_dir, names, "surrogates"), read_outputs(firewall_dir, names, "masks")
 
 
 def phantom_partition(config: DataConfig) -> list[_Sample]:
