@@ -9,7 +9,9 @@ the photos' pixels and, with the renderer as a generative prior, to the people i
 optimisation with the site's local training replayed (``research.update_inversion``).
 Scenarios, each at round-1 weights and at a mid-training checkpoint,
 each for mask source ``truth`` (the patients' own photos, no firewall) and ``surrogate``
-(the firewall's output, default settings):
+(the firewall's output, default settings: with ``surrogates_per_photo`` K, a site of n
+photos trains on their n x K surrogates, and the server, which knows K from the run's
+settings, trains its inverters on simulated rounds of n x K photos):
 
 (a) positive control: 1 photo, 1 local step;
 (b) a small site: 2 photos, batch 2, 2 local epochs (2 Adam steps, replayed);
@@ -44,6 +46,7 @@ import _repo  # noqa: F401  (research/ from the checkout)
 from deid_client.figures import image_grid
 from deid_client.firewall import Firewall
 from deid_client.firewall.config import compose_firewall
+from deid_client.firewall.pipeline import surrogate_key
 from deid_client.io.images import write_image
 from deid_client.metrics import dice
 from deid_client.phantom_flow.captions import attributes_of
@@ -55,6 +58,7 @@ from research.prior_inversion import prior_invert, train_prior_inverter
 from research.update_inversion import LocalDp, LocalTraining, image_scores, invert, match, site_update
 
 GALLERY_SESSIONS = 3  # the patients' photos the re-identification attackers know
+SOURCES = ("truth", "surrogate")
 
 
 def _log(message: str) -> None:
@@ -85,27 +89,38 @@ class Audit:
                           AwareAttacker([s[:GALLERY_SESSIONS] for s in sessions], self.people, seed=seed)]
         self.photos = np.stack([s[GALLERY_SESSIONS].image for s in sessions])
         self.masks = np.stack([s[GALLERY_SESSIONS].mask for s in sessions])
-        _log(f"firewall: {n_patients} photos")
         cfg = compose_firewall([])
-        made = Firewall(cfg, cfg.model.load())(list(self.photos), [attributes_of(p) for p in self.people],
-                                                keys=[f"patient-{i}" for i in range(n_patients)])
-        self.surrogates = np.stack([r.surrogate for r in made])
-        self.surrogate_masks = np.stack([r.mask for r in made])
+        self.per_photo = k = cfg.surrogates_per_photo  # what a site trains on per photo
+        _log(f"firewall: {n_patients} photos, {k} surrogates each")
+        # the folder batch's keys: surrogate j of a photo draws its own target and noise
+        made = Firewall(cfg, cfg.model.load())(
+            [p for p in self.photos for _ in range(k)],
+            [attributes_of(p) for p in self.people for _ in range(k)],
+            keys=[surrogate_key(f"patient-{i}", j) for i in range(n_patients) for j in range(k)])
+        self.surrogates = np.stack([r.surrogate for r in made]).reshape(n_patients, k, *self.photos.shape[1:])
+        self.surrogate_masks = np.stack([r.mask for r in made]).reshape(n_patients, k, *self.masks.shape[1:])
         self.released = float(np.mean([r.released for r in made]))
         self.chance = 1.0 / n_patients
-        self.reid_originals = self.named(self.photos)
+        self.reid_originals = self.named(self.photos, np.arange(n_patients))
         # the surrogates themselves: what the photo attackers read without any update
-        self.reid_surrogates = self.named(self.surrogates)
+        self.reid_surrogates = self.named(self.training_pairs("surrogate", list(range(n_patients)))[0],
+                                          np.repeat(np.arange(n_patients), k))
 
-    def named(self, images: np.ndarray) -> dict[str, float]:
-        """Each photo attacker's rate of naming patient i in ``images[i]``."""
-        truth = np.arange(len(self.people))
-        return {a.name: float((a.identify(images) == truth).mean()) for a in self.attackers}
+    def named(self, images: np.ndarray, patients: np.ndarray) -> dict[str, float]:
+        """Each photo attacker's rate of naming patient ``patients[i]`` in ``images[i]``."""
+        return {a.name: float((a.identify(images) == patients).mean()) for a in self.attackers}
+
+    def images_per_photo(self, source: str) -> int:
+        """How many training images a site's photo gives under ``source``."""
+        return 1 if source == "truth" else self.per_photo
 
     def training_pairs(self, source: str, site: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """What a site of the patients ``site`` trains on: patient ``site[t // per]``'s image
+        is ``t``, with ``per`` = :meth:`images_per_photo`."""
         if source == "truth":
             return self.photos[site], self.masks[site]
-        return self.surrogates[site], self.surrogate_masks[site]
+        images, masks = self.surrogates[site], self.surrogate_masks[site]
+        return images.reshape(-1, *images.shape[2:]), masks.reshape(-1, *masks.shape[2:])
 
     def score(self, recovered: np.ndarray, recovered_masks: np.ndarray | None, source: str,
               sites: list[list[int]], more_attackers: tuple = (), prior: np.ndarray | None = None) -> dict:
@@ -120,9 +135,10 @@ class Audit:
             trained, trained_masks = self.training_pairs(source, site)
             pairs = match(photos, trained)
             for r, t in enumerate(pairs):
-                patient = site[t]
+                patient = site[t // self.images_per_photo(source)]
+                surrogate = trained[t] if source == "surrogate" else self.surrogates[patient, 0]
                 psnr, ssim = image_scores(photos[r], self.photos[patient])
-                psnr_s, ssim_s = image_scores(photos[r], self.surrogates[patient])
+                psnr_s, ssim_s = image_scores(photos[r], surrogate)
                 rows["psnr_patient"].append(psnr)
                 rows["ssim_patient"].append(ssim)
                 rows["psnr_surrogate"].append(psnr_s)
@@ -136,8 +152,15 @@ class Audit:
                 shown.append(photos[r])
         out = {k: round(float(np.mean(v)), 4) for k, v in rows.items() if v}
         shown, patient_of = np.stack(shown), np.array(patient_of)
-        reid = {a.name: float((a.identify(shown) == patient_of).mean())
-                for a in [*self.attackers, *more_attackers]}
+        attackers = [*self.attackers, *more_attackers]
+        reid = {a.name: float((a.identify(shown) == patient_of).mean()) for a in attackers}
+        if self.images_per_photo(source) > 1 and all(len(site) == 1 for site in sites):
+            # a site of one photo: its K reconstructions all show that patient, so the
+            # attacker pools them (research.reid.Attacker.identify_pooled)
+            groups = np.stack([np.stack(photos) for photos in recovered])
+            patients = np.array([site[0] for site in sites])
+            reid |= {f"{a.name}-pooled": float((a.identify_pooled(groups) == patients).mean())
+                     for a in attackers}
         out.update({f"reid_{k}": round(v, 4) for k, v in reid.items()})
         out["reid_worst"] = max(reid.values())
         out["reconstructions"] = len(patient_of)
@@ -175,68 +198,73 @@ def gallery_reconstructions(audit: Audit, inverters: dict, observe, n_images: in
 def learned_attack(audit: Audit, scenario: str, name: str, model, server_round: int, sims: int | None,
                    seed: int, privatise=None, share: float = 0.5, workers: int = 2) -> tuple[dict, dict]:
     """One scenario at one checkpoint, both mask sources, both inverters (pixels, and the
-    generative prior: the person read and rendered), trained once on the same rounds."""
+    generative prior: the person read and rendered). The inverters are trained once per
+    update size on the same rounds: a site's n photos, or their n x K surrogates."""
     spec = SCENARIOS[scenario]
-    training = LocalTraining(n_images=spec["n"], epochs=spec["epochs"], batch_size=spec["batch_size"],
-                             lr=round_lr(0.002, server_round, 5), seed=server_round)
-    started = time.perf_counter()
     sims = sims or spec["rounds"]
-    rounds = simulate(model, training, ServerPhotos(tuple(audit.people), share), sims, seed=seed,
-                      privatise=privatise, workers=workers)
-    simulated = time.perf_counter() - started
-    pixels, people = train_inverter(rounds, seed=seed), train_prior_inverter(rounds, seed=seed)
-    seconds = time.perf_counter() - started
-    inverters = {"pixels": lambda o: learned_invert(pixels, o, training),
-                 "generative": lambda o: (prior_invert(people, o, training), None)}
     n = len(audit.people)
     sites = [list(range(i, i + spec["n"])) for i in range(0, n - spec["n"] + 1, spec["n"])]
     rng = np.random.default_rng([seed, 0xD9])
+    results, pictures, seconds = {"generative": {}}, {}, 0.0
+    for per in sorted({audit.images_per_photo(s) for s in SOURCES}):
+        sources = [s for s in SOURCES if audit.images_per_photo(s) == per]
+        training = LocalTraining(n_images=spec["n"] * per, epochs=spec["epochs"],
+                                 batch_size=spec["batch_size"], lr=round_lr(0.002, server_round, 5),
+                                 seed=server_round)
+        started = time.perf_counter()
+        rounds = simulate(model, training, ServerPhotos(tuple(audit.people), share), sims, seed=seed,
+                          privatise=privatise, workers=workers)
+        simulated = time.perf_counter() - started
+        pixels, people = train_inverter(rounds, seed=seed), train_prior_inverter(rounds, seed=seed)
+        seconds += time.perf_counter() - started
+        inverters = {"pixels": lambda o, inv=pixels, t=training: learned_invert(inv, o, t),
+                     "generative": lambda o, inv=people, t=training: (prior_invert(inv, o, t), None)}
 
-    def observe(photos: np.ndarray, masks: np.ndarray):
-        observed = site_update(model, photos, masks, training)
-        return observed if privatise is None else privatise(observed, rng)
+        def observe(photos: np.ndarray, masks: np.ndarray, training=training):
+            observed = site_update(model, photos, masks, training)
+            return observed if privatise is None else privatise(observed, rng)
 
-    known = gallery_reconstructions(audit, inverters, observe, spec["n"])
-    recovered = {(k, source): ([], []) for k in inverters for source in ("truth", "surrogate")}
-    for source in ("truth", "surrogate"):
-        for site in sites:
-            observed = observe(*audit.training_pairs(source, site))
-            for method, invert_with in inverters.items():
-                photos, got = invert_with(observed)
-                recovered[method, source][0].append(photos)
-                recovered[method, source][1].append(got)
-    mean_photo = (rounds.images.reshape(-1, 64, 64, 3).mean(0) + 0.5).astype(np.uint8)
-    results, pictures = {"generative": {}}, {}
-    for method in inverters:
-        images, labels = np.stack(known[method][0]), np.array(known[method][1])
-        channel = [InvertedGalleryAttacker(images, labels), CnnAttacker(images, labels, seed=seed)]
-        channel[1].name = "inverted-cnn"
-        for source in ("truth", "surrogate"):
-            photos, masks = recovered[method, source]
-            scores = audit.score(photos, None if masks[0] is None else masks, source, sites, channel,
-                                 prior=mean_photo)
-            (results if method == "pixels" else results["generative"])[source] = scores
-            key = source if method == "pixels" else f"generative/{source}"
-            pictures[key] = [p for site_photos in photos for p in site_photos]
+        known = gallery_reconstructions(audit, inverters, observe, training.n_images)
+        recovered = {(k, source): ([], []) for k in inverters for source in sources}
+        for source in sources:
+            for site in sites:
+                observed = observe(*audit.training_pairs(source, site))
+                for method, invert_with in inverters.items():
+                    photos, got = invert_with(observed)
+                    recovered[method, source][0].append(photos)
+                    recovered[method, source][1].append(got)
+        mean_photo = (rounds.images.reshape(-1, 64, 64, 3).mean(0) + 0.5).astype(np.uint8)
+        for method in inverters:
+            images, labels = np.stack(known[method][0]), np.array(known[method][1])
+            channel = [InvertedGalleryAttacker(images, labels), CnnAttacker(images, labels, seed=seed)]
+            channel[1].name = "inverted-cnn"
+            for source in sources:
+                photos, masks = recovered[method, source]
+                scores = audit.score(photos, None if masks[0] is None else masks, source, sites, channel,
+                                     prior=mean_photo)
+                scores |= {"images_in_update": training.n_images, "local_steps": training.steps}
+                (results if method == "pixels" else results["generative"])[source] = scores
+                key = source if method == "pixels" else f"generative/{source}"
+                pictures[key] = [p for site_photos in photos for p in site_photos]
+        _log(f"  ({scenario}) {name}, {training.n_images} images an update: {sims} rounds simulated in "
+             f"{simulated:.0f} s, inverters {time.perf_counter() - started - simulated:.0f} s")
     for method, out in (("pixels", results), ("generative", results["generative"])):
         _log(f"  ({scenario}) {name}, {method}: truth SSIM {out['truth']['ssim_patient']:.2f}, re-ID "
              f"{out['truth']['reid_worst']:.2f} (dlib {out['truth']['reid_dlib']:.2f}, aware "
              f"{out['truth']['reid_aware']:.2f}); surrogate SSIM to surrogate "
              f"{out['surrogate']['ssim_surrogate']:.2f}, re-ID {out['surrogate']['reid_worst']:.2f}")
-    _log(f"  ({scenario}) {name}: {sims} rounds simulated in {simulated:.0f} s, inverters {seconds:.0f} s, "
-         f"all {time.perf_counter() - started:.0f} s")
-    return {**results, "local_steps": training.steps, "simulated_rounds": sims,
-            "inverter_seconds": round(seconds, 1)}, pictures
+    return {**results, "simulated_rounds": sims, "inverter_seconds": round(seconds, 1)}, pictures
 
 
 def main_job_attack(audit: Audit, name: str, model, server_round: int, iterations: int, seed: int) -> dict:
-    """(c): the main job's round (36 photos, 20 epochs of batch 4) attacked by gradient
-    matching, its update taken as one averaged gradient of 4 photos, masks known."""
+    """(c): the main job's round (36 photos, or their surrogates, 20 epochs of batch 4)
+    attacked by gradient matching, its update taken as one averaged gradient of 4 photos,
+    masks known."""
     out = {}
     site = list(range(min(36, len(audit.people))))
-    for source in ("truth", "surrogate"):
+    for source in SOURCES:
         photos, masks = audit.training_pairs(source, site)
-        real = LocalTraining(n_images=len(site), epochs=20, batch_size=4,
+        real = LocalTraining(n_images=len(photos), epochs=20, batch_size=4,
                              lr=round_lr(0.002, server_round, 5), seed=server_round)
         observed = site_update(model, photos, masks, real)
         as_one = LocalTraining(n_images=4, epochs=1, batch_size=4, lr=real.lr, seed=server_round,
@@ -262,10 +290,11 @@ def optimisation_only(audit: Audit, model, patients: int, iterations: int, seed:
 def figure(audit: Audit, pictures: dict, path: Path, rows: int = 8) -> None:
     """Per row: patient | surrogate | from the truth update | from the surrogate update,
     by the pixel inverter, then by the generative prior."""
-    tiles = []
+    tiles, per = [], audit.per_photo  # a site's update holds each photo's K surrogates
     for i in range(min(rows, len(audit.people))):
-        tiles += [audit.photos[i], audit.surrogates[i], pictures["truth"][i], pictures["surrogate"][i],
-                  pictures["generative/truth"][i], pictures["generative/surrogate"][i]]
+        tiles += [audit.photos[i], audit.surrogates[i, 0], pictures["truth"][i],
+                  pictures["surrogate"][i * per], pictures["generative/truth"][i],
+                  pictures["generative/surrogate"][i * per]]
     write_image(path, image_grid(tiles, ncols=6))
 
 
@@ -286,7 +315,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     audit = Audit(args.patients, args.seed)
-    report = {"patients": args.patients, "chance": audit.chance, "reid_originals": audit.reid_originals,
+    report = {"patients": args.patients, "surrogates_per_photo": audit.per_photo, "chance": audit.chance,
+              "reid_originals": audit.reid_originals,
               "reid_surrogates": audit.reid_surrogates,
               "surrogates_released_by_gate": audit.released, "scenarios": {}}
     args.figures.mkdir(parents=True, exist_ok=True)
@@ -314,7 +344,7 @@ def main() -> None:
         print(json.dumps(report, indent=2))
     else:
         for key, value in report["scenarios"].items():
-            for source in ("truth", "surrogate"):
+            for source in SOURCES:
                 print(key, source, value[source])
 
 

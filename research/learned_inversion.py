@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from deid_client.phantom import Identity, new_session, render_phantom, sample_identity, sample_lesion
+from research.reid import Attacker
 from research.update_inversion import LocalTraining, Observed, site_update
 
 __all__ = ["features", "Standardise", "Inverter", "Rounds", "server_phantoms", "ServerPhotos", "simulate",
@@ -222,12 +223,13 @@ def learned_invert(net: Inverter, observed: Observed, training: LocalTraining
             (out[:, 3] > 0).numpy())
 
 
-class InvertedGalleryAttacker:
+class InvertedGalleryAttacker(Attacker):
     """Names the patient a reconstruction shows by its nearest neighbour among
     reconstructions of the patients' known photos: the server puts each gallery photo
     through the same round and the same inversion, so gallery and probe are blurred alike
-    (``images``: those reconstructions, ``labels``: their patients). Distance: pixels,
-    each image standardised."""
+    (``images``: those reconstructions, ``labels``: their patients 0..n-1). Distance:
+    pixels, each image standardised; a patient's score is minus the distance to their
+    nearest reconstruction."""
 
     name = "inverted"
 
@@ -239,7 +241,7 @@ class InvertedGalleryAttacker:
         x = np.asarray(images, np.float32).reshape(len(images), -1)
         return (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
 
-    def identify(self, images: np.ndarray) -> np.ndarray:
+    def scores(self, images: np.ndarray) -> np.ndarray:
         probes = self._standardise(images)
         distances = (probes**2).sum(1)[:, None] - 2 * probes @ self.gallery.T + (self.gallery**2).sum(1)[None]
-        return self.labels[distances.argmin(1)]
+        return -np.stack([distances[:, self.labels == p].min(1) for p in range(self.labels.max() + 1)], 1)

@@ -102,3 +102,21 @@ def test_simulated_rounds_do_not_depend_on_the_workers():
     assert np.mean(np.abs(one.features - two.features) > 1e-3) < 1e-3
     known = {p.texture_seed for p in people}
     assert 0 < sum(p.texture_seed in known for p in one.people[:, 0]) < 6
+
+
+def test_the_inverted_gallery_names_by_nearest_reconstruction_alone_or_pooled():
+    """Nearest neighbour among the server's own reconstructions, as scores (so it pools a
+    site's K reconstructions like the photo attackers): each probe is named after its
+    nearest gallery image; a group whose views lean to different patients is named after
+    the one that is nearest on average."""
+    from research.learned_inversion import InvertedGalleryAttacker
+
+    rng = np.random.default_rng(0)
+    gallery = rng.integers(0, 256, (6, 8, 8, 3)).astype(np.uint8)
+    attacker = InvertedGalleryAttacker(gallery, np.array([0, 0, 1, 1, 2, 2]))
+    assert list(attacker.identify(gallery[[5, 0, 3]])) == [2, 0, 1]
+    # two views, each an even blend leaning slightly to a different wrong patient, both nearer 1
+    near = lambda a, b, w: (w * gallery[a].astype(float) + (1 - w) * gallery[b]).astype(np.uint8)  # noqa: E731
+    views = np.stack([near(0, 2, 0.52), near(4, 2, 0.52)])
+    assert list(attacker.identify(views)) == [0, 2]
+    assert list(attacker.identify_pooled(views[None])) == [1]

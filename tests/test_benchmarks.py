@@ -87,6 +87,20 @@ def test_update_leakage_benchmark_reports_every_scenario_source_and_attacker(tmp
     assert result["chance"] == pytest.approx(1 / 4) and result["reid_originals"]["dlib"] == 1.0
     expected = {f"{s}/{c}" for s in "abc" for c in ("round-1", "mid-training")} | {"d/round-1"}
     assert set(result["scenarios"]) == expected
+    # a site trains on each photo's K surrogates, and the server inverts updates of that size
+    from deid_client.firewall import compose_firewall
+
+    k = result["surrogates_per_photo"]
+    assert k == compose_firewall().surrogates_per_photo
+    for scenario, photos_a_site in (("a", 1), ("b", 2), ("d", 2)):
+        got = result["scenarios"][f"{scenario}/round-1"]
+        assert got["truth"]["images_in_update"] == photos_a_site
+        assert got["surrogate"]["images_in_update"] == photos_a_site * k
+        assert (got["truth"]["reconstructions"], got["surrogate"]["reconstructions"]) == (4, 4 * k)
+        # a site of one photo: the attackers pool its K reconstructions too (reid_worst counts them)
+        pooled = {key for key in got["surrogate"] if key.endswith("-pooled")}
+        assert pooled == ({f"reid_{a}-pooled" for a in ("dlib", "aware", "inverted", "inverted-cnn")}
+                          if scenario == "a" and k > 1 else set())
     for name, scenario in result["scenarios"].items():
         for source in ("truth", "surrogate"):
             scores = scenario[source]
