@@ -28,7 +28,7 @@ sessions through the same round and inversion and compare like with like: neares
 neighbour (``inverted``) and a CNN trained on them (``inverted-cnn``); the Dice of the
 recovered masks. ``reid_worst`` is the strongest attacker's rate.
 
-    python benchmarks/update_leakage.py --json            # about 26 min on 2 cores
+    python benchmarks/update_leakage.py --json            # about 71 min on 2 cores
 """
 
 from __future__ import annotations
