@@ -52,9 +52,13 @@ def run_config(cfg: DictConfig, output_dir: Path) -> dict:
 def run_identity(settings: dict, num_clients: int) -> dict:
     """What decides a run's result: its run config and its nodes' data, down to the firewall
     settings the installed package resolves (``DataConfig.key``), so a result made under
-    another default is not taken for this run's."""
+    another default is not taken for this run's. A run through the firewall (``surrogate``)
+    also records those settings, for the study's labels (``simulations.study``)."""
     data = data_config(settings, {"num-partitions": num_clients})
-    return {"run_config": settings, "data_key": data.key()}
+    identity = {"run_config": settings, "data_key": data.key()}
+    if data.mask_source == "surrogate":  # the one mask source that runs the firewall
+        identity["firewall_settings"] = firewall_record(data.firewall_settings())
+    return identity
 
 
 def already_done(result_file: Path, identity: dict) -> bool:
@@ -100,9 +104,6 @@ def main(cfg: DictConfig) -> None:
               file=sys.stderr)
         sys.exit(1)
     summary = summarise(history, cfg) | identity
-    if cfg.data.mask_source == "surrogate":  # the one mask source that runs the firewall
-        data = data_config(settings, {"num-partitions": cfg.simulation.num_clients})
-        summary["firewall_settings"] = firewall_record(data.firewall_settings())
     result_file.write_text(json.dumps(summary, indent=2))
     print(f"\n{'round':>5} {'train_loss':>10} {'eval_dice':>9} {'eval_iou':>8}")
     for e in history:

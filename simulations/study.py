@@ -60,8 +60,7 @@ def firewall_record(settings) -> dict:
     ``result.json``: what :func:`firewall_label` reads."""
     from deid_client.firewall.config import settings_record
 
-    # settings_record leaves K = 1 out for its cache keys' sake; a label needs it
-    return settings_record(settings) | {"surrogates_per_photo": settings.surrogates_per_photo}
+    return settings_record(settings, complete=True)
 
 
 def firewall_label(record: dict) -> str:

@@ -116,8 +116,10 @@ def test_a_result_made_under_another_firewall_default_is_not_this_runs(tmp_path,
 
     from hydra import compose, initialize_config_dir
 
-    from deid_client.task.data import DataConfig
+    from deid_client.firewall import compose_firewall
+    from deid_client.task.data import DataConfig, data_config
     from simulations.run import already_done, run_config, run_identity
+    from simulations.study import firewall_record
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="simulation")
@@ -126,12 +128,19 @@ def test_a_result_made_under_another_firewall_default_is_not_this_runs(tmp_path,
     result.write_text(json.dumps({"final_dice": 0.5} | run_identity(settings, 2)))
     assert already_done(result, run_identity(settings, 2))
     assert not already_done(result, run_identity(settings | {"lr": 0.001}, 2))
+    # a run through the firewall records every setting it resolved, K included; others none
+    recorded = run_identity(settings, 2)["firewall_settings"]
+    assert recorded == firewall_record(compose_firewall())
+    assert recorded["surrogates_per_photo"] == compose_firewall().surrogates_per_photo
+    assert "firewall_settings" not in run_identity(settings | {"mask-source": "oracle"}, 2)
 
     shipped = DataConfig.firewall_settings
     monkeypatch.setattr(DataConfig, "firewall_settings",
                         lambda self: dataclasses.replace(shipped(self), theta=shipped(self).theta + 1))
     assert run_identity(settings, 2)["run_config"] == json.loads(result.read_text())["run_config"]
     assert not already_done(result, run_identity(settings, 2))
+    assert run_identity(settings, 2)["firewall_settings"]["theta"] == shipped(
+        data_config(settings, {"num-partitions": 2})).theta + 1
 
 
 def test_the_simulation_defaults_are_the_flower_apps_defaults(tmp_path):

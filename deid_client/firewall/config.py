@@ -29,7 +29,7 @@ from deid_client.firewall.prompts import PromptTemplate
 from deid_client.io.files import first_line
 
 __all__ = ["ModelConfig", "FirewallConfig", "TwinFrom", "TWIN_FROM", "Lesion", "LESIONS", "config_dir",
-           "compose_firewall", "published_edit", "settings_record"]
+           "compose_firewall", "published_edit", "settings_record", "ADDED_SETTINGS"]
 
 #: What the twin edit heals (``deid_client.firewall.pipeline``).
 TwinFrom = Literal["patient", "surrogate"]
@@ -96,12 +96,27 @@ class FirewallConfig:
             raise ValueError("lesion=carried needs twin_from=patient: the lesion is carried from the heal")
 
 
-def settings_record(cfg: FirewallConfig) -> dict:
-    """Every setting that decides the firewall's outputs, as plain JSON values (for a
-    manifest and a cache key); ``batch_size`` decides speed only and stays out."""
+#: Settings added after folders and caches were first made, with the value they had
+#: before they existed: a cache's record leaves a setting out at that value, so those
+#: folders and caches still resume.
+ADDED_SETTINGS: dict[str, Any] = {"surrogates_per_photo": 1}
+
+
+def settings_record(cfg: FirewallConfig, *, complete: bool = False) -> dict:
+    """Every setting that decides the firewall's outputs, as plain JSON values: for a
+    manifest and a cache key, or with ``complete`` for people (a run's record), where an
+    :data:`ADDED_SETTINGS` setting at its old value is kept too. ``batch_size`` decides
+    speed only and stays out.
+
+    >>> cfg = compose_firewall(["surrogates_per_photo=1"])
+    >>> "surrogates_per_photo" in settings_record(cfg)
+    False
+    >>> settings_record(cfg, complete=True)["surrogates_per_photo"]
+    1
+    """
     record = {k: v for k, v in asdict(cfg).items() if k != "batch_size"}
-    if cfg.surrogates_per_photo == 1:  # so that folders and caches made before K existed resume
-        del record["surrogates_per_photo"]
+    if not complete:
+        record = {k: v for k, v in record.items() if k not in ADDED_SETTINGS or v != ADDED_SETTINGS[k]}
     return json.loads(json.dumps(record, default=str))
 
 
