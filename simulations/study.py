@@ -27,8 +27,8 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-__all__ = ["collect", "merge_runs", "summarise_cells", "write_report", "StudyReport", "firewall_record",
-           "firewall_label"]
+__all__ = ["collect", "merge_runs", "summarise_cells", "study_grid", "missing_runs", "write_report",
+           "StudyReport", "firewall_record", "firewall_label"]
 
 #: A cell's identity. ``firewall``: the run's firewall as overrides of today's shipped one
 #: (:func:`firewall_label`; "" for the shipped defaults, as in runs recorded before it was a
@@ -144,6 +144,70 @@ def summarise_cells(runs: list[dict]) -> list[dict]:
     return rows
 
 
+#: ``conf/study.yaml``'s swept keys -> a run's fields
+_SWEPT = {"data.mask_source": "mask_source", "simulation.num_clients": "clients", "data.non_iid": "non_iid",
+          "strategy": "strategy", "data.seed": "seed"}
+
+
+def study_grid(overrides: list[str] | None = None) -> dict[str, list]:
+    """The grid ``conf/study.yaml`` sweeps, as run fields (``mask_source``, ``clients``,
+    ``non_iid``, ``strategy``, ``seed``, ``rounds``) -> the values swept.
+
+    >>> study_grid()["clients"], study_grid(["simulation.rounds=2"])["rounds"]
+    ([2, 4, 8], [2])
+    """
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="study", overrides=overrides or [], return_hydra_config=True)
+    grid = {_SWEPT[key]: [_number(v) for v in str(values).split(",")]
+            for key, values in cfg.hydra.sweeper.params.items()}
+    return grid | {"rounds": [int(cfg.simulation.rounds)]}
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def missing_runs(runs: list[dict], grid: dict[str, list]) -> list[dict]:
+    """The runs of ``grid`` (:func:`study_grid`) at today's shipped firewall that ``runs``
+    lack, in the grid's order.
+
+    >>> grid = {"mask_source": ["truth"], "clients": [2, 4], "non_iid": [0.2], "strategy": ["fedavg"],
+    ...         "seed": [0, 1], "rounds": [5]}
+    >>> done = [{"mask_source": "truth", "firewall": "", "clients": 2, "non_iid": 0.2,
+    ...          "strategy": "fedavg", "rounds": 5, "seed": s} for s in (0, 1)]
+    >>> [(r["clients"], r["seed"]) for r in missing_runs(done, grid)]
+    [(4, 0), (4, 1)]
+    """
+    done = {(*(r[k] for k in GRID), r["seed"]) for r in runs}
+    fields = list(grid)
+    wanted = [dict(zip(fields, values)) | {"firewall": ""} for values in itertools.product(*grid.values())]
+    return sorted((w for w in wanted if (*(w[k] for k in GRID), w["seed"]) not in done),
+                  key=lambda w: (_order(tuple(w[k] for k in GRID)), w["seed"]))
+
+
+def _missing_text(missing: list[dict], grid: dict[str, list]) -> str:
+    """The missing runs, one line per (clients, strategy): what a newcomer would run next."""
+    if not missing:
+        return "Every cell of the grid (`conf/study.yaml`) is run at today's defaults."
+    slices = defaultdict(lambda: defaultdict(int))
+    for run in missing:
+        slices[run["clients"], run["strategy"]][run["mask_source"]] += 1
+    lines = [f"Not yet run at today's defaults: {len(missing)} of the grid's "
+             f"{int(np.prod([len(v) for v in grid.values()]))} runs (`conf/study.yaml`):"]
+    for (clients, strategy), sources in sorted(slices.items()):
+        counts = ", ".join(f"`{s}` {sources[s]}" for s in sorted(sources, key=list(SOURCE_COLOURS).index))
+        lines.append(f"- {clients} clients, {strategy}: {counts}")
+    return "\n".join(lines)
+
+
 def _order(key: tuple) -> tuple:
     source, firewall, clients, non_iid, strategy, rounds = key
     return rounds, clients, non_iid, strategy, list(SOURCE_COLOURS).index(source), firewall
@@ -159,6 +223,7 @@ def write_report(sweep_dir: str | Path, docs_dir: str | Path = DOCS, *, fresh: b
     earlier = [_labelled(r) for r in earlier]
     runs = merge_runs(earlier, collect(sweep_dir))
     rows = summarise_cells(runs)
+    grid = study_grid()
     report_json.write_text(json.dumps({"runs": runs, "cells": rows}, indent=1))
     _figure(rows, docs_dir / "study.png")
     lines = ["| rounds | clients | non-IID | strategy | mask source | firewall "
@@ -175,7 +240,8 @@ def write_report(sweep_dir: str | Path, docs_dir: str | Path = DOCS, *, fresh: b
     head = text.split(start)[0]
     tail = text.split(end)[1] if end in text else "\n"
     report.write_text(f"{head}{start}\n{table}\n\n{len(runs)} runs in {len(rows)} cells "
-                      f"(`docs/study.json`; figure `docs/study.png`).\n{end}{tail}")
+                      f"(`docs/study.json`; figure `docs/study.png`).\n\n"
+                      f"{_missing_text(missing_runs(runs, grid), grid)}\n{end}{tail}")
     return rows
 
 

@@ -82,6 +82,28 @@ def test_the_report_keeps_the_earlier_reports_other_runs(tmp_path):
         assert len(runs) == kept
 
 
+def test_the_report_lists_the_grids_runs_still_missing(tmp_path):
+    """Under the table: how many of ``conf/study.yaml``'s runs are not yet made at today's
+    defaults, by clients and strategy. A run with firewall overrides does not count."""
+    from simulations.study import study_grid, write_report
+
+    grid = study_grid()
+    total = int(np.prod([len(v) for v in grid.values()]))
+    cell = {"mask_source": "truth", "clients": 8, "non_iid": 0.2, "strategy": "fedprox", "rounds": 5}
+    earlier = [cell | {"seed": s, "dice": [0.5] * 5} for s in (0, 1, 2)]
+    earlier.append(cell | {"mask_source": "surrogate", "seed": 0, "firewall": "surrogates_per_photo=1",
+                           "dice": [0.4] * 5})
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "study.json").write_text(json.dumps({"runs": earlier, "cells": []}))
+    write_report(tmp_path / "no-sweep", docs)
+    text = (docs / "study.md").read_text()
+    assert f"Not yet run at today's defaults: {total - 3} of the grid's {total} runs" in text
+    n = len(grid["seed"]) * len(grid["non_iid"])  # runs per cell
+    assert f"- 8 clients, fedprox: `truth` {n - 3}, `oracle` {n}, `surrogate` {n}," in text
+    assert f"- 2 clients, fedavg: `truth` {n}," in text
+
+
 def test_cells_that_differ_only_by_firewall_overrides_stay_apart(tmp_path):
     """A run with ``data.firewall`` overrides is its own cell, beside the shipped defaults'
     (earlier reports' runs, recorded before the column, count as the defaults)."""
