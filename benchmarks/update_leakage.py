@@ -29,6 +29,11 @@ neighbour (``inverted``) and a CNN trained on them (``inverted-cnn``); the Dice 
 recovered masks. ``reid_worst`` is the strongest attacker's rate.
 
     python benchmarks/update_leakage.py --json            # about 71 min on 2 cores
+    python benchmarks/update_leakage.py --combine seed0.json seed1.json   # several seeds' reports
+
+``--combine`` pools reports (of other seeds: other patients) into the naming of patients
+from the surrogate updates (:func:`surrogate_naming`): each attacker's count over every
+cell, and each cell's over the reports, with exact binomial intervals.
 """
 
 from __future__ import annotations
@@ -298,6 +303,53 @@ def figure(audit: Audit, pictures: dict, path: Path, rows: int = 8) -> None:
     write_image(path, image_grid(tiles, ncols=6))
 
 
+def surrogate_naming(reports: list[dict]) -> dict:
+    """How often each attacker named the patient from the ``surrogate`` updates of (a) and
+    (b), both checkpoints and both inverters, over ``reports`` (this benchmark's JSON, one
+    per seed): per attacker, and per cell (scenario, checkpoint, inverter, attacker) summed
+    over the reports, as ``named`` of ``trials`` with an exact 95% interval. A single
+    attacker's trials are the reconstructions, a pooled one's (``-pooled``) the patients.
+
+    >>> cell = {"reid_aware": 0.25, "reid_aware-pooled": 0.5, "reid_worst": 0.5, "reconstructions": 4}
+    >>> report = {"patients": 2, "scenarios": {"a/round-1": {"surrogate": cell, "generative": {}}}}
+    >>> named = surrogate_naming([report, report])
+    >>> named["attackers"]["aware"]["named"], named["attackers"]["aware-pooled"]["trials"]
+    (2, 4)
+    >>> named["worst_cell"]["cell"], named["worst_cell"]["rate"]
+    ('a/round-1 pixels aware-pooled', 0.5)
+    """
+    from scipy.stats import binomtest
+
+    attackers: dict[str, list[int]] = {}
+    cells: dict[str, list[int]] = {}
+    for report in reports:
+        for key, scenario in report["scenarios"].items():
+            if key.split("/")[0] not in ("a", "b"):
+                continue
+            for inverter, result in (("pixels", scenario["surrogate"]),
+                                     ("generative", scenario.get("generative", {}).get("surrogate"))):
+                for name, rate in (result or {}).items():
+                    if not name.startswith("reid_") or name == "reid_worst":
+                        continue
+                    attacker = name.removeprefix("reid_")
+                    trials = report["patients"] if attacker.endswith("-pooled") else result["reconstructions"]
+                    for tally in (attackers.setdefault(attacker, [0, 0]),
+                                  cells.setdefault(f"{key} {inverter} {attacker}", [0, 0])):
+                        tally[0] += round(rate * trials)
+                        tally[1] += trials
+
+    def entry(named: int, trials: int) -> dict:
+        interval = binomtest(named, trials).proportion_ci(method="exact")
+        return {"named": named, "trials": trials, "rate": round(named / trials, 4),
+                "interval": [round(interval.low, 3), round(interval.high, 3)]}
+
+    worst = max(cells, key=lambda c: cells[c][0] / cells[c][1])
+    return {"reports": len(reports), "chance": 1 / reports[0]["patients"],
+            "attackers": {a: entry(*t) for a, t in sorted(attackers.items())},
+            "worst_cell": {"cell": worst} | entry(*cells[worst]),
+            "cells": {c: entry(*t) for c, t in sorted(cells.items())}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=24)
@@ -312,7 +364,20 @@ def main() -> None:
     parser.add_argument("--figures", type=Path, default=Path("docs/update_leakage"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="REPORT",
+                        help="pool these reports (--json output, one per seed) instead of running")
     args = parser.parse_args()
+    if args.combine:
+        named = surrogate_naming([json.loads(p.read_text()) for p in args.combine])
+        if args.json:
+            print(json.dumps(named, indent=2))
+            return
+        print(f"{named['reports']} reports, chance {named['chance']:.3f}; surrogate updates, (a) and (b):")
+        for attacker, e in named["attackers"].items():
+            print(f"  {attacker:<20} {e['named']:>3} / {e['trials']:<4} {e['rate']:.3f} {e['interval']}")
+        w = named["worst_cell"]
+        print(f"worst cell: {w['cell']}: {w['named']} / {w['trials']} = {w['rate']:.3f} {w['interval']}")
+        return
     started = time.perf_counter()
     audit = Audit(args.patients, args.seed)
     report = {"patients": args.patients, "surrogates_per_photo": audit.per_photo, "chance": audit.chance,
