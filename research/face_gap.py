@@ -18,7 +18,14 @@ Variants (``VARIANTS``):
 - ``repeat``: the site's pairs twice (the steps ``lesion_mix`` takes, no new faces: its
   control);
 - ``standardise``: each photo standardised per channel before the U-Net (skin tone and
-  lighting taken out), in training and in scoring alike.
+  lighting taken out), in training and in scoring alike;
+- ``lesion_gain``: each surrogate's lesion made to stand out as a patient's does: its CIELAB
+  difference from its twin (the carried lesion, nothing else) times :data:`LESION_GAIN`
+  (the patients' a* contrast over the surrogates', ``--contrast``), masks unchanged.
+
+``--contrast`` measures instead how the lesions look on what each site trains on
+(:func:`lesion_contrast`): the surrogates with their masks and twins, and the patients'
+photos with their true masks and exact twins.
 
 Every variant is scored twice: as the federation's model is, and with its BatchNorm
 statistics re-estimated at each site on that site's own photos (AdaBN; ``*_adapted``):
@@ -44,7 +51,8 @@ from deid_client.firewall.folder import read_outputs
 from deid_client.task.data import DataConfig, load_node_data, phantom_partition
 from deid_client.task.segmentation import build_unet, round_lr, score, train_epochs
 
-__all__ = ["VARIANTS", "Site", "study_run_config", "sites", "lesion_mix", "Standardised", "fedavg", "main"]
+__all__ = ["VARIANTS", "Site", "study_run_config", "sites", "lesion_mix", "Standardised", "fedavg",
+           "lesion_contrast", "lesion_gain", "LESION_GAIN", "main"]
 
 
 class Site:
@@ -100,6 +108,24 @@ def lesion_mix(site: Site, theta: float, rng: np.random.Generator) -> tuple[np.n
     return np.concatenate([site.images, mixed]), np.concatenate([site.masks, masks])
 
 
+#: The patients' lesions' a* contrast to the skin around them over the surrogates' (10.19 /
+#: 8.15 on the 4-client cell, seed 0, non-IID 0.2; ``--contrast``, docs/training.md).
+LESION_GAIN = 1.25
+
+
+def lesion_gain(site: Site, theta: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The site's surrogates with their lesion's difference from their twin scaled by
+    :data:`LESION_GAIN` (in CIELAB, so the twin's skin stays as it is), and their masks."""
+    from skimage.color import lab2rgb, rgb2lab
+
+    out = []
+    for image, twin in zip(site.images, site.twins):
+        base = rgb2lab(twin)
+        lab = base + LESION_GAIN * (rgb2lab(image) - base)
+        out.append(np.clip(lab2rgb(lab) * 255 + 0.5, 0, 255).astype(np.uint8))
+    return np.stack(out), site.masks
+
+
 class Standardised(nn.Module):
     """``model`` on photos standardised per image and channel."""
 
@@ -127,7 +153,39 @@ VARIANTS: dict[str, tuple[Callable, Callable[[nn.Module], nn.Module]]] = {
     "lesion_mix": (lesion_mix, lambda m: m),
     "repeat": (_repeat, lambda m: m),
     "standardise": (_baseline, Standardised),
+    "lesion_gain": (lesion_gain, lambda m: m),
 }
+
+
+def lesion_contrast(images: np.ndarray, masks: np.ndarray, twins: np.ndarray | None = None,
+                    ring: int = 3) -> dict[str, float]:
+    """How the lesions stand out, mean over the photos with a lesion: CIELAB L*, a* and b*
+    inside the mask minus in a ``ring`` pixels wide around it (``dL``, ``da``, ``db``), and,
+    with ``twins``, a* inside the mask minus the twin's there (``da_twin``).
+
+    >>> skin = np.full((1, 9, 9, 3), (200, 150, 130), np.uint8)
+    >>> red = skin.copy(); red[0, 3:6, 3:6] = (200, 120, 110)
+    >>> mask = np.zeros((1, 9, 9), bool); mask[0, 3:6, 3:6] = True
+    >>> c = lesion_contrast(red, mask, skin)
+    >>> round(c["da"], 1) == round(c["da_twin"], 1) > 10, c["photos"]
+    (True, 1)
+    """
+    from scipy import ndimage
+    from skimage.color import rgb2lab
+
+    rows = []
+    for i, (image, mask) in enumerate(zip(images, np.asarray(masks, bool))):
+        if mask.sum() < 3:
+            continue
+        around = ndimage.binary_dilation(mask, iterations=ring) & ~mask
+        lab = rgb2lab(image)
+        row = [lab[..., c][mask].mean() - lab[..., c][around].mean() for c in range(3)]
+        if twins is not None:
+            row.append(lab[..., 1][mask].mean() - rgb2lab(twins[i])[..., 1][mask].mean())
+        rows.append(row)
+    means = np.mean(rows, axis=0)
+    names = ["dL", "da", "db", "da_twin"][:len(means)]
+    return {name: float(m) for name, m in zip(names, means)} | {"photos": len(rows)}
 
 
 def adapted(model: nn.Module, photos: np.ndarray) -> nn.Module:
@@ -188,12 +246,32 @@ def main() -> None:
     parser.add_argument("--firewall", default="", help="the cells' data.firewall overrides")
     parser.add_argument("--mask-source", default="surrogate", help="truth: the reference cell")
     parser.add_argument("--test-cohorts", type=int, default=2, help="extra held-out cohorts to score on")
+    parser.add_argument("--contrast", action="store_true",
+                        help="print the lesions' contrast (lesion_contrast) per cell instead of training")
+    parser.add_argument("--sites", type=int, default=2, help="the cell's clients")
     parser.add_argument("--cache-dir", type=Path, default=Path("outputs/cache"))
     parser.add_argument("--out", type=Path, help="append one JSON line per run here")
     parser.add_argument("--override", nargs="*", default=[],
                         help="more Hydra overrides of the study's config, e.g. simulation.rounds=2")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.contrast:
+        for non_iid, seed in ((n, s) for n in args.non_iid for s in args.seeds):
+            run = study_run_config(f"data.non_iid={non_iid}", f"data.seed={seed}",
+                                   f"simulation.num_clients={args.sites}", f"data.firewall='{args.firewall}'",
+                                   *args.override)
+            here = sites(run, args.sites, args.cache_dir)
+            photos = [p for s in range(args.sites) for p in phantom_partition(_config(run, s, args.sites))]
+            measured = {
+                "surrogates": lesion_contrast(np.concatenate([s.images for s in here]),
+                                              np.concatenate([s.masks for s in here]),
+                                              np.concatenate([s.twins for s in here])),
+                "patients": lesion_contrast(np.stack([p.image for p in photos]),
+                                            np.stack([p.truth for p in photos]),
+                                            np.stack([p.twin for p in photos]))}
+            cell = {"non_iid": non_iid, "seed": seed, "sites": args.sites, "firewall": args.firewall}
+            print(json.dumps(cell | {k: {n: round(v, 2) for n, v in m.items()} for k, m in measured.items()}))
+        return
     for non_iid, seed, name in ((n, s, v) for n in args.non_iid for s in args.seeds for v in args.variants):
         run = study_run_config(f"data.non_iid={non_iid}", f"data.seed={seed}", "simulation.num_clients=2",
                                f"data.firewall='{args.firewall}'", f"data.mask_source={args.mask_source}",
