@@ -166,5 +166,13 @@ def test_a_carried_lesion_keeps_its_mask_and_nothing_else_of_the_patient():
         assert iou(differential_mask(carried, other.twin, theta), expected) > 0.97
         untouched = erythema_map(patient.image, patient.twin) <= theta / 2
         assert np.abs(carried[untouched].astype(int) - other.twin[untouched]).max() <= 1
+        # with a gain, the same mask at theta times the gain, and a redder lesion
+        stronger = carry_lesion(patient.image, patient.twin, other.twin, theta, gain=1.25)
+        assert iou(differential_mask(stronger, other.twin, 1.25 * theta), expected) > 0.97
+        redness = [erythema_map(im, other.twin)[expected].mean() for im in (carried, stronger)]
+        assert redness[1] > redness[0]
+        assert np.abs(stronger[untouched].astype(int) - other.twin[untouched]).max() <= 1
     with pytest.raises(ValueError, match="shape"):
         carry_lesion(patient.image, patient.twin, other.twin[:32], theta)
+    with pytest.raises(ValueError, match="gain"):
+        carry_lesion(patient.image, patient.twin, other.twin, theta, gain=0.0)

@@ -233,6 +233,37 @@ def test_a_carried_lesion_leaves_the_identity_edit_to_the_twin(backend, cfg):
         replace(cfg, twin_from="surrogate")
 
 
+def test_a_lesion_gain_strengthens_the_carried_lesion_and_keeps_its_mask(backend, cfg):
+    """lesion_gain=g: the same twin, the surrogate's a* over its twin g times as large inside
+    the mask and unchanged outside the lesion, the mask the same (at theta times g); an old
+    cache's settings (no gain) are the default's."""
+    from deid_client.firewall.config import settings_record
+
+    rng = np.random.default_rng(5)
+    person = sample_identity(rng)
+    phantom = render_phantom(person, sample_lesion(rng, "malar"), 64)
+    target, known = surrogate_targets(person, 1, rng)[0], attributes_of(person)
+    (plain,) = Firewall(cfg, backend).synthesise([phantom.image], [target], [known], keys=["p"])
+    gained = replace(cfg, lesion_gain=1.25)
+    (strong,) = Firewall(gained, backend).synthesise([phantom.image], [target], [known], keys=["p"])
+    assert gained.mask_theta == 1.25 * cfg.theta
+    assert np.array_equal(strong.twin, plain.twin) and plain.mask.any()
+    assert iou(strong.mask, plain.mask) > 0.95
+    inside = plain.mask
+    ratio = erythema_map(strong.surrogate, strong.twin)[inside].mean() / erythema_map(
+        plain.surrogate, plain.twin)[inside].mean()
+    assert ratio == pytest.approx(1.25, abs=0.05)
+    untouched = (plain.surrogate == plain.twin).all(axis=-1)
+    assert untouched.mean() > 0.5
+    assert np.abs(strong.surrogate[untouched].astype(int) - plain.surrogate[untouched]).max() <= 1
+    assert "lesion_gain" not in settings_record(cfg)
+    assert settings_record(gained)["lesion_gain"] == 1.25
+    with pytest.raises(ValueError, match="lesion_gain must be positive"):
+        replace(cfg, lesion_gain=0.0)
+    with pytest.raises(ValueError, match="lesion_gain needs lesion=carried"):
+        compose_firewall(["privacy=low", "lesion_gain=1.25"])
+
+
 @pytest.mark.parametrize(("twin_from", "lesion"), [("patient", "edited"), ("surrogate", "edited"),
                                                    ("patient", "carried")])
 def test_a_photos_surrogate_does_not_depend_on_its_batch(backend, cfg, twin_from, lesion):

@@ -69,7 +69,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class FirewallConfig:
     """The whole firewall (``conf/firewall.yaml``): model, identity edit, twin edit, prompts,
-    gate, mask threshold ``theta`` (a* units)."""
+    gate, mask threshold ``theta`` (a* units; :attr:`mask_theta` is the one the masks use)."""
 
     model: ModelConfig
     identity: EditSettings
@@ -82,8 +82,15 @@ class FirewallConfig:
     lesion: Lesion = "edited"  # the surrogate's lesion: "edited" by the identity edit, or "carried"
     min_change: int = 0  # steps between a surrogate and its patient (0: drawn blind to the patient)
     surrogates_per_photo: int = 1  # K: surrogates per photo, each with its own target and noise
+    lesion_gain: float = 1.0  # lesion="carried": the carried lesion's CIELAB difference times this
     batch_size: int | None = None  # photos per model call; None: what the device takes
     privacy: str = field(kw_only=True)  # the level whose settings these are (preset's privacy_levels)
+
+    @property
+    def mask_theta(self) -> float:
+        """The surrogate's mask threshold against its twin: ``theta`` times ``lesion_gain``,
+        so a carried lesion's mask is the patient's at ``theta`` whatever its gain."""
+        return self.theta * self.lesion_gain
 
     def __post_init__(self):
         if self.twin_from not in TWIN_FROM:
@@ -92,6 +99,10 @@ class FirewallConfig:
             raise ValueError(f"lesion must be one of {LESIONS}, not {self.lesion!r}")
         if self.surrogates_per_photo < 1:
             raise ValueError(f"surrogates_per_photo must be at least 1, not {self.surrogates_per_photo}")
+        if self.lesion_gain <= 0:
+            raise ValueError(f"lesion_gain must be positive, not {self.lesion_gain}")
+        if self.lesion_gain != 1.0 and self.lesion != "carried":
+            raise ValueError("lesion_gain needs lesion=carried: only a carried lesion can be scaled")
         if self.lesion == "carried" and self.twin_from != "patient":
             raise ValueError("lesion=carried needs twin_from=patient: the lesion is carried from the heal")
 
@@ -99,7 +110,7 @@ class FirewallConfig:
 #: Settings added after folders and caches were first made, with the value they had
 #: before they existed: a cache's record leaves a setting out at that value, so those
 #: folders and caches still resume.
-ADDED_SETTINGS: dict[str, Any] = {"surrogates_per_photo": 1}
+ADDED_SETTINGS: dict[str, Any] = {"surrogates_per_photo": 1, "lesion_gain": 1.0}
 
 
 def settings_record(cfg: FirewallConfig, *, complete: bool = False) -> dict:
@@ -166,7 +177,7 @@ def compose_firewall(overrides: Sequence[str] | None = None,
         except OmegaConfBaseException as exc:  # e.g. a site file's unknown key
             raise ValueError(f"config 'firewall': {first_line(exc)}") from None
     required = {"model", "identity", "twin", "prompts", "gate", "theta", "min_size", "twin_from",
-                "lesion", "min_change", "surrogates_per_photo", "privacy"}
+                "lesion", "lesion_gain", "min_change", "surrogates_per_photo", "privacy"}
     extra = set(cfg) - required - {"batch_size", "privacy_levels"}
     if extra:
         raise ValueError(f"config 'firewall': unknown keys {sorted(extra)}")
@@ -181,7 +192,8 @@ def compose_firewall(overrides: Sequence[str] | None = None,
                            theta=float(cfg.theta), min_size=int(cfg.min_size),
                            twin_from=str(cfg.twin_from), lesion=str(cfg.lesion),
                            min_change=int(cfg.min_change),
-                           surrogates_per_photo=int(cfg.surrogates_per_photo), privacy=level,
+                           surrogates_per_photo=int(cfg.surrogates_per_photo),
+                           lesion_gain=float(cfg.lesion_gain), privacy=level,
                            batch_size=_batch_size(cfg.get("batch_size")))
 
 

@@ -96,15 +96,16 @@ def differential_mask(
 
 
 def carry_lesion(pathological: np.ndarray, twin: np.ndarray, target: np.ndarray,
-                 theta: float) -> np.ndarray:
+                 theta: float, gain: float = 1.0) -> np.ndarray:
     """``target`` (uint8 RGB) with the lesion of ``pathological`` added: the CIELAB
-    difference ``pathological - twin``, where it is erythema.
+    difference ``pathological - twin``, where it is erythema, times ``gain``.
 
     The difference is carried in full wherever ``pathological`` is redder than
     ``twin`` by ``theta`` or more, faded out below ``theta / 2`` and not carried
-    elsewhere, so the result's :func:`differential_mask` against ``target`` is the one
-    of ``pathological`` against ``twin`` (up to the sRGB gamut) and nothing else of
-    ``pathological`` comes along.
+    elsewhere, so the result's :func:`differential_mask` against ``target`` at
+    ``gain * theta`` is the one of ``pathological`` against ``twin`` at ``theta`` (up to
+    the sRGB gamut) and nothing else of ``pathological`` comes along. ``gain`` > 1 makes
+    the lesion stand out more on ``target`` than on ``pathological`` (docs/training.md).
 
     >>> skin = np.full((4, 4, 3), (200, 150, 130), np.uint8)
     >>> red = skin.copy(); red[:2] = (200, 120, 110)
@@ -112,16 +113,21 @@ def carry_lesion(pathological: np.ndarray, twin: np.ndarray, target: np.ndarray,
     >>> out = carry_lesion(red, skin, other, theta=5.0)
     >>> bool((differential_mask(out, other, 5.0) == differential_mask(red, skin, 5.0)).all())
     True
+    >>> stronger = carry_lesion(red, skin, other, theta=5.0, gain=1.25)
+    >>> bool((differential_mask(stronger, other, 1.25 * 5.0) == differential_mask(red, skin, 5.0)).all())
+    True
     """
     for name, image in (("pathological", pathological), ("twin", twin), ("target", target)):
         _check_rgb(image, name)
     if not np.shape(pathological) == np.shape(twin) == np.shape(target):
         raise ValueError(f"images differ in shape: {np.shape(pathological)}, {np.shape(twin)}, "
                          f"{np.shape(target)}")
+    if gain <= 0:
+        raise ValueError(f"gain must be positive, not {gain}")
     lab = [_lab(im) for im in (pathological, twin, target)]
     difference = lab[0] - lab[1]
     weight = np.clip(difference[..., 1] / (theta / 2) - 1.0, 0.0, 1.0)[..., None]
-    rgb = cv2.cvtColor(lab[2] + weight * difference, cv2.COLOR_Lab2RGB)
+    rgb = cv2.cvtColor(lab[2] + np.float32(gain) * weight * difference, cv2.COLOR_Lab2RGB)
     return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
 
 

@@ -8,7 +8,8 @@ erythema mask and the identity gate's verdict out.
 2. **identity edit**: FlowEdit from the patient's prompt to the target's: the surrogate,
    a different person with the same condition;
 3. **twin**: the same synthetic person without the condition (``twin_from``, ``lesion``);
-4. **mask**: where the surrogate is redder than its twin in CIELAB a* by more than theta;
+4. **mask**: where the surrogate is redder than its twin in CIELAB a* by more than theta
+   (times ``lesion_gain`` for a carried lesion: ``mask_theta``);
 5. **gate**: dlib's face recogniser compares surrogate and twin with the photo; one too
    close gets new noise (the same target), up to ``gate.retries``, then is refused.
 
@@ -28,9 +29,10 @@ Where the surrogate's lesion comes from (``lesion``):
 - ``"edited"``: the identity edit carries it, editing the patient's photo itself;
 - ``"carried"`` (``twin_from="patient"`` only): the identity edit runs on the healed photo
   alone, between the healthy versions of its prompts, which makes the twin, and the
-  surrogate is that twin with the patient's lesion added (``masks.carry_lesion``). The
-  identity edit never sees the lesion, so it can be as strong as privacy needs
-  (docs/privacy_attackers.md).
+  surrogate is that twin with the patient's lesion added (``masks.carry_lesion``), times
+  ``lesion_gain``; the mask threshold is then ``theta`` times the gain (``mask_theta``), so
+  the mask is the patient's lesion at ``theta``. The identity edit never sees the lesion,
+  so it can be as strong as privacy needs (docs/privacy_attackers.md).
 
 Only the surrogate, the twin and the mask leave; the healed patient photo stays inside.
 Noise and targets come from each photo's key and the config's seed, so a photo's result
@@ -61,7 +63,7 @@ class Result:
 
     surrogate: np.ndarray  # uint8 RGB: a synthetic person with the patient's condition
     twin: np.ndarray  # uint8 RGB: the same synthetic person without it
-    mask: np.ndarray  # bool: where the surrogate is redder than its twin by more than theta
+    mask: np.ndarray  # bool: where the surrogate is redder than its twin by more than mask_theta
     target: str  # the target prompt the surrogate was drawn from
     seed: int  # the identity edit's run seed (mixed with the photo's key for its noise)
     verdict: Verdict | None = None  # the identity gate's; None: not judged (Firewall.synthesise)
@@ -168,7 +170,7 @@ class Firewall:
         for start in range(0, len(images), batch_size):
             part = slice(start, start + batch_size)
             surrogates, twins = self._pairs(images[part], edits[part], keys[part])
-            out += [Result(s, t, differential_mask(s, t, self.cfg.theta, min_size=self.cfg.min_size),
+            out += [Result(s, t, differential_mask(s, t, self.cfg.mask_theta, min_size=self.cfg.min_size),
                            e.target_prompt, e.seed)
                     for s, t, e in zip(surrogates, twins, edits[part], strict=True)]
             bar.update(len(surrogates))
@@ -186,7 +188,8 @@ class Firewall:
         healed = backend.edit_batch(photos, [self.twin_edit(e.source_prompt) for e in edits], keys=twin_keys)
         if cfg.lesion == "carried":  # the identity edit makes the twin; the lesion is added to it
             twins = backend.edit_batch(healed, [self._healthy(e) for e in edits], keys=keys)
-            return [carry_lesion(p, h, t, cfg.theta) for p, h, t in zip(photos, healed, twins)], twins
+            return [carry_lesion(p, h, t, cfg.theta, cfg.lesion_gain)
+                    for p, h, t in zip(photos, healed, twins)], twins
         # the same identity edit, same noise, on the healed photo: the same synthetic person
         both = backend.edit_batch(photos + healed, edits + edits, keys=keys + keys)
         return both[:len(photos)], both[len(photos):]
