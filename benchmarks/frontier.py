@@ -96,13 +96,19 @@ def utility(runs: list[dict], setting: str, clients: int = 2, strategy: str = "f
 
 
 def frontier(study: dict, benchmark: dict) -> list[dict]:
+    """One row per firewall setting the study ran: its Dice ratio and its worst attacker
+    (``reid_surrogate`` None where the privacy benchmark has not measured the setting)."""
     settings = sorted({r.get("firewall", "") for r in study["runs"] if r["mask_source"] == "surrogate"})
     rows = []
     for setting in settings:
         use = utility(study["runs"], setting)
-        if use is not None:
-            rows.append({"setting": label(setting), **privacy(setting, benchmark),
-                         **use})
+        if use is None:
+            continue
+        try:
+            measured = privacy(setting, benchmark)
+        except ValueError:  # a y without its x: listed, not placed on the figure
+            measured = {"reid_surrogate": None, "worst_attacker": "not measured"}
+        rows.append({"setting": label(setting), **measured, **use})
     return rows
 
 
@@ -113,7 +119,7 @@ def figure(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for i, row in enumerate(rows):
+    for i, row in enumerate(r for r in rows if r["reid_surrogate"] is not None):
         ax.scatter(row["reid_surrogate"], row["ratio"], s=40, color="tab:red")
         # labels above and below in turn: settings of equal privacy and Dice sit together
         ax.annotate(row["setting"], (row["reid_surrogate"], row["ratio"]), textcoords="offset points",
@@ -146,8 +152,9 @@ def main() -> None:
     for r in rows:
         levels = ", ".join(f"{v['dice']:.3f} / {v['truth']:.3f} = {v['ratio']:.2f}"
                            for v in r["per_non_iid"].values())
-        print(f"| {r['setting']} | {r['reid_surrogate']:.3f} ({r['worst_attacker']}) | {levels} | "
-              f"{r['ratio']:.2f} |")
+        x = (f"{r['reid_surrogate']:.3f} ({r['worst_attacker']})" if r["reid_surrogate"] is not None
+             else "not measured")
+        print(f"| {r['setting']} | {x} | {levels} | {r['ratio']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -155,5 +155,11 @@ def test_the_frontier_pairs_each_settings_dice_ratio_with_its_worst_attacker(tmp
     for other in ("theta=3", "no_such_key=1"):  # a key the firewall lacks, too, before any compose
         with pytest.raises(ValueError, match="no privacy figures"):
             frontier.privacy(other, benchmark)
+    # a setting the privacy benchmark has not measured keeps its row, without an x
+    runs += [run("surrogate", "theta=3", 0.2, 0, 0.4)]
+    rows = frontier.frontier({"runs": runs}, benchmark)
+    assert [(r["setting"], r["reid_surrogate"]) for r in rows][1:] == [
+        ("surrogates_per_photo=1", 0.04), ("theta=3", None)]
+    assert rows[2]["ratio"] == pytest.approx(0.4 / 0.8)
     frontier.figure(rows, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0
