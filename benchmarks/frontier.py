@@ -10,10 +10,11 @@ with ``data.firewall`` (docs/study.md).
 
 x: the privacy benchmark (``benchmarks/phantom_deid.py``, 50 patients x 5 surrogates,
 chance 0.02): the worst of its four attackers on single surrogates and, for
-``surrogates_per_photo=K``, on a photo's K surrogates pooled (``reid_pooled<K>``). The
-shipped default's figures are read from ``docs/phantom_deid/phantom_deid.json``; the other
-levels were measured on earlier days and are quoted from docs/privacy_attackers.md
-(:data:`EARLIER`).
+``surrogates_per_photo=K``, on a photo's K surrogates pooled (``reid_pooled<K>``). Each
+benchmark run records its firewall (``docs/phantom_deid*/phantom_deid.json``: the shipped
+default's in ``docs/phantom_deid/``), and its figures count for every setting that composes
+to the same firewall in all but K. Levels measured on earlier days are quoted from
+docs/privacy_attackers.md (:data:`EARLIER`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ import numpy as np
 
 import _repo  # the repository's docs/ and research/
 from deid_client.firewall import compose_firewall
+from deid_client.firewall.config import settings_record
 from research.reid import ATTACKERS
 
 DOCS = _repo.ROOT / "docs"
-# The worst attacker on surrogates for settings the benchmark's last run did not measure,
+# The worst attacker on surrogates for levels no recorded benchmark run measured,
 # as docs/privacy_attackers.md records them (50 x 5, the same patients).
 EARLIER = {  # by privacy level, at K = 1
     "low": {"reid_surrogate": 0.596, "worst_attacker": "aware",
@@ -40,20 +42,31 @@ EARLIER = {  # by privacy level, at K = 1
 }
 
 
-def privacy(setting: str, benchmark: dict) -> dict:
+def privacy(setting: str, benchmarks: list[dict]) -> dict:
     """The worst re-identification of surrogates under ``setting`` (a ``data.firewall`` string,
-    "" for the shipped default), resolved by the package's own config: the benchmark's
-    figures are the default privacy level's, one surrogate at a time and, for K > 1, a
-    photo's K surrogates pooled, whichever is worse."""
-    overrides = shlex.split(setting)
-    if {o.split("=")[0] for o in overrides} - {"privacy", "surrogates_per_photo"}:
-        raise ValueError(f"no privacy figures on record for firewall setting {setting!r}")
-    cfg, default = compose_firewall(overrides), compose_firewall([])
-    k = cfg.surrogates_per_photo
-    if cfg.privacy != default.privacy:
-        if cfg.privacy not in EARLIER or k > 1:
-            raise ValueError(f"no privacy figures on record for firewall setting {setting!r}")
-        return EARLIER[cfg.privacy]
+    "" for the shipped default), from the privacy benchmark run whose recorded firewall
+    (``firewall_settings``) is the setting's, resolved by the package's own config, in all
+    but K: one surrogate at a time and, for K > 1, a photo's K surrogates pooled, whichever
+    is worse. Levels measured on earlier days (:data:`EARLIER`) count at K = 1 only."""
+    cfg = compose_firewall(shlex.split(setting))  # a ValueError for a key the firewall lacks
+    k, mine = cfg.surrogates_per_photo, _but_k(cfg)
+    for benchmark in benchmarks:
+        if _but_k(benchmark["firewall_settings"]) == mine:
+            return _worst(benchmark, k, setting)
+    for level, figures in EARLIER.items():
+        if k == 1 and _but_k(compose_firewall([f"privacy={level}"])) == mine:
+            return figures
+    raise ValueError(f"no privacy figures on record for firewall setting {setting!r}")
+
+
+def _but_k(settings) -> dict:
+    """A firewall's settings (a ``FirewallConfig`` or its record) without K: the benchmark
+    measures every K up to its surrogates per patient."""
+    record = settings if isinstance(settings, dict) else settings_record(settings, complete=True)
+    return {key: value for key, value in record.items() if key != "surrogates_per_photo"}
+
+
+def _worst(benchmark: dict, k: int, setting: str) -> dict:
     single = {"reid_surrogate": benchmark["reid_surrogate"], "worst_attacker": benchmark["worst_attacker"]}
     if k == 1:
         return single
@@ -95,7 +108,7 @@ def utility(runs: list[dict], setting: str, clients: int = 2, strategy: str = "f
     return {"per_non_iid": per_level, "ratio": float(np.mean([v["ratio"] for v in per_level.values()]))}
 
 
-def frontier(study: dict, benchmark: dict) -> list[dict]:
+def frontier(study: dict, benchmarks: list[dict]) -> list[dict]:
     """One row per firewall setting the study ran: its Dice ratio and its worst attacker
     (``reid_surrogate`` None where the privacy benchmark has not measured the setting)."""
     settings = sorted({r.get("firewall", "") for r in study["runs"] if r["mask_source"] == "surrogate"})
@@ -105,7 +118,7 @@ def frontier(study: dict, benchmark: dict) -> list[dict]:
         if use is None:
             continue
         try:
-            measured = privacy(setting, benchmark)
+            measured = privacy(setting, benchmarks)
         except ValueError:  # a y without its x: listed, not placed on the figure
             measured = {"reid_surrogate": None, "worst_attacker": "not measured"}
         rows.append({"setting": label(setting), **measured, **use})
@@ -141,10 +154,12 @@ def figure(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, default=DOCS / "study.json")
-    parser.add_argument("--privacy", type=Path, default=DOCS / "phantom_deid" / "phantom_deid.json")
+    parser.add_argument("--privacy", type=Path, nargs="+",
+                        default=sorted(DOCS.glob("phantom_deid*/phantom_deid.json")),
+                        help="privacy benchmark records (each names its firewall settings)")
     parser.add_argument("--docs", type=Path, default=DOCS)
     args = parser.parse_args()
-    rows = frontier(json.loads(args.study.read_text()), json.loads(args.privacy.read_text()))
+    rows = frontier(json.loads(args.study.read_text()), [json.loads(p.read_text()) for p in args.privacy])
     (args.docs / "frontier.json").write_text(json.dumps(rows, indent=1) + "\n")
     figure(rows, args.docs / "frontier.png")
     print("| setting | worst attacker on surrogates | Dice / truth (non-IID 0.2, 0.8) | mean |")

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 import _repo  # noqa: F401  (research/ and simulations/ from the checkout)
-from deid_client.firewall.config import compose_firewall
+from deid_client.firewall.config import compose_firewall, settings_record
 from deid_client.editing.seeds import image_key
 from deid_client.figures import comparison_overlay, image_grid, mask_overlay, save_figure, tradeoff_figure
 from deid_client.io.images import write_image
@@ -245,6 +245,7 @@ def measure(overrides: list[str], cohort: Patients, n_identities: int,
         "identity_edit": {k: v for k, v in vars(cfg.identity).items() if "prompt" not in k},
         "twin_edit": {k: v for k, v in vars(cfg.twin).items() if "prompt" not in k},
         "overrides": overrides,
+        "firewall_settings": settings_record(cfg, complete=True),  # what benchmarks/frontier.py matches
         "per_surrogate": [{"patient": p, "identity": s, "target": t, "iou": round(v, 4)}
                           for p, s, t, v in rows],
     }

@@ -66,8 +66,8 @@ def firewall_record(settings) -> dict:
 def firewall_label(record: dict) -> str:
     """A run's firewall (:func:`firewall_record`) as overrides of the shipped firewall of
     today: its privacy level where that differs, then every setting that differs from that
-    level's. So a run keeps its meaning when a default changes (settings added or removed
-    since the run are not compared).
+    level's. So a run keeps its meaning when a default changes: a setting added since the
+    run had its old value then (``ADDED_SETTINGS``); one removed since is not compared.
 
     >>> from deid_client.firewall import compose_firewall
     >>> firewall_label(firewall_record(compose_firewall(["surrogates_per_photo=1", "privacy=low"])))
@@ -75,8 +75,10 @@ def firewall_label(record: dict) -> str:
     >>> firewall_label(firewall_record(compose_firewall()))
     ''
     """
+    from deid_client.firewall.config import ADDED_SETTINGS
+
     overrides = [] if record["privacy"] == _shipped("")["privacy"] else [f"privacy={record['privacy']}"]
-    shipped, run = _flat(_shipped(" ".join(overrides))), _flat(record)
+    shipped, run = _flat(_shipped(" ".join(overrides))), _flat(ADDED_SETTINGS | record)
     overrides += [f"{key}={_value(value)}" for key, value in sorted(run.items())
                   if key in shipped and value != shipped[key]]
     return " ".join(overrides)

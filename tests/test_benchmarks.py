@@ -64,6 +64,11 @@ def test_deid_benchmark_reports_every_attacker_and_quotes_the_worst():
     assert 0.0 <= result["gate_released"] <= 1.0 and 0 <= result["gate_no_face"] <= 6
     if result["gate_released"] > 0:  # the attackers also judged on what the gate lets out
         assert result["gated_reid_surrogate"] == max(result[f"gated_reid_surrogate_{n}"] for n in attackers)
+    # the firewall it measured, as benchmarks/frontier.py matches it
+    from deid_client.firewall.config import compose_firewall, settings_record
+
+    assert result["firewall_settings"] == settings_record(compose_firewall(
+        ["identity.steps=2", "identity.n_max=2", "identity.n_min=1"]), complete=True)
 
 
 @pytest.mark.slow
@@ -138,26 +143,38 @@ def test_the_frontier_pairs_each_settings_dice_ratio_with_its_worst_attacker(tmp
              run("surrogate", "surrogates_per_photo=1", 0.2, 1, 0.7),
              run("surrogate", "surrogates_per_photo=1", 0.8, 0, 0.3)]
     runs += [run("surrogate", "", 0.2, 0, 0.72), run("surrogate", "", 0.8, 0, 0.45)]
-    benchmark = {"reid_surrogate": 0.04, "worst_attacker": "aware", "reid_pooled2_surrogate": 0.06,
-                 "reid_pooled2_surrogate_dlib": 0.06, "reid_pooled2_surrogate_aware": 0.02}
-    rows = frontier.frontier({"runs": runs}, benchmark)
+    from deid_client.firewall.config import compose_firewall, settings_record
+
+    def measured(setting: str, **figures) -> dict:  # a benchmark run's record of its firewall
+        record = settings_record(compose_firewall(setting.split()), complete=True)
+        return figures | {"firewall_settings": record}
+
+    benchmark = measured("", reid_surrogate=0.04, worst_attacker="aware", reid_pooled2_surrogate=0.06,
+                         reid_pooled2_surrogate_dlib=0.06, reid_pooled2_surrogate_aware=0.02)
+    rows = frontier.frontier({"runs": runs}, [benchmark])
     assert [r["setting"] for r in rows] == ["default (privacy=high, K=2)", "surrogates_per_photo=1"]
     assert rows[1]["ratio"] == pytest.approx((0.6 / 0.8 + 0.3 / 0.6) / 2)
     assert (rows[1]["reid_surrogate"], rows[1]["worst_attacker"]) == (0.04, "aware")
     assert rows[0]["ratio"] == pytest.approx((0.72 / 0.8 + 0.45 / 0.6) / 2)
     assert (rows[0]["reid_surrogate"], rows[0]["worst_attacker"]) == (0.06, "dlib (pooled)")
     # a level measured only at K = 1 is quoted at K = 1, and nowhere else
-    assert frontier.privacy("privacy=low surrogates_per_photo=1", benchmark)["reid_surrogate"] == 0.596
+    assert frontier.privacy("privacy=low surrogates_per_photo=1", [benchmark])["reid_surrogate"] == 0.596
     with pytest.raises(ValueError, match="no privacy figures"):
-        frontier.privacy("privacy=low", benchmark)
+        frontier.privacy("privacy=low", [benchmark])
     with pytest.raises(ValueError, match="reid_pooled4"):
-        frontier.privacy("surrogates_per_photo=4", benchmark)
-    for other in ("theta=3", "no_such_key=1"):  # a key the firewall lacks, too, before any compose
-        with pytest.raises(ValueError, match="no privacy figures"):
-            frontier.privacy(other, benchmark)
+        frontier.privacy("surrogates_per_photo=4", [benchmark])
+    for other in ("theta=3", "no_such_key=1"):  # a key the firewall lacks, too
+        with pytest.raises(ValueError, match="no privacy figures|no_such_key"):
+            frontier.privacy(other, [benchmark])
+    # a run's figures count for the setting it measured, however that is spelled (the same
+    # firewall: here the default's theta said aloud), and for no other
+    gained = measured("lesion_gain=1.25", reid_surrogate=0.05, worst_attacker="mimic")
+    assert frontier.privacy("lesion_gain=1.25 surrogates_per_photo=1 theta=5.0",
+                            [benchmark, gained])["reid_surrogate"] == 0.05
+    assert frontier.privacy("surrogates_per_photo=1", [gained, benchmark])["reid_surrogate"] == 0.04
     # a setting the privacy benchmark has not measured keeps its row, without an x
     runs += [run("surrogate", "theta=3", 0.2, 0, 0.4)]
-    rows = frontier.frontier({"runs": runs}, benchmark)
+    rows = frontier.frontier({"runs": runs}, [benchmark])
     assert [(r["setting"], r["reid_surrogate"]) for r in rows][1:] == [
         ("surrogates_per_photo=1", 0.04), ("theta=3", None)]
     assert rows[2]["ratio"] == pytest.approx(0.4 / 0.8)

@@ -221,3 +221,22 @@ def test_a_run_is_labelled_by_its_firewall_against_todays_default(tmp_path):
         "high", "high", "low"]
     # the report keeps the settings, so a later report labels the same runs the same way
     assert [r["firewall"] for r in rows] == [r["firewall"] for r in write_report(tmp_path / "empty", docs)]
+
+
+def test_a_record_from_before_a_setting_existed_had_its_old_value(monkeypatch):
+    """A run recorded before a setting was added (``ADDED_SETTINGS``) ran at that setting's
+    old value: once the default moves, it is labelled with the old value, not as a default run."""
+    from deid_client.firewall import compose_firewall
+    from deid_client.firewall.config import ADDED_SETTINGS
+    from simulations import study
+
+    old = study.firewall_record(compose_firewall(["lesion_gain=1.0"]))
+    del old["lesion_gain"]  # recorded before lesion_gain existed
+    assert study.firewall_label(old) == study.firewall_label(
+        study.firewall_record(compose_firewall(["lesion_gain=1.0"])))
+    # today's default moved to 1.25: the old run is not today's default
+    moved = study.firewall_record(compose_firewall(["lesion_gain=1.25"]))
+    monkeypatch.setattr(study, "_shipped", lambda overrides: moved)
+    assert ADDED_SETTINGS["lesion_gain"] == 1.0
+    assert study.firewall_label(old) == "lesion_gain=1.0"
+    assert study.firewall_label(moved) == ""
