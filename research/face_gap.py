@@ -19,9 +19,10 @@ Variants (``VARIANTS``):
   control);
 - ``standardise``: each photo standardised per channel before the U-Net (skin tone and
   lighting taken out), in training and in scoring alike;
-- ``lesion_gain``: each surrogate's lesion made to stand out as a patient's does: its CIELAB
-  difference from its twin (the carried lesion, nothing else) times :data:`LESION_GAIN`
-  (the patients' a* contrast over the surrogates', ``--contrast``), masks unchanged.
+
+A firewall setting is tried with ``--firewall`` instead (e.g. ``lesion_gain=1.25``: the
+carried lesion made as red against the skin as a patient's, a variant here first and now
+the firewall's own, ``deid_client.firewall.masks.carry_lesion``).
 
 ``--contrast`` measures instead how the lesions look on what each site trains on
 (:func:`lesion_contrast`): the surrogates with their masks and twins, and the patients'
@@ -52,7 +53,7 @@ from deid_client.task.data import DataConfig, load_node_data, phantom_partition
 from deid_client.task.segmentation import build_unet, round_lr, score, train_epochs
 
 __all__ = ["VARIANTS", "Site", "study_run_config", "sites", "lesion_mix", "Standardised", "fedavg",
-           "lesion_contrast", "lesion_gain", "LESION_GAIN", "main"]
+           "lesion_contrast", "main"]
 
 
 class Site:
@@ -108,24 +109,6 @@ def lesion_mix(site: Site, theta: float, rng: np.random.Generator) -> tuple[np.n
     return np.concatenate([site.images, mixed]), np.concatenate([site.masks, masks])
 
 
-#: The patients' lesions' a* contrast to the skin around them over the surrogates' (10.19 /
-#: 8.15 on the 4-client cell, seed 0, non-IID 0.2; ``--contrast``, docs/training.md).
-LESION_GAIN = 1.25
-
-
-def lesion_gain(site: Site, theta: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The site's surrogates with their lesion's difference from their twin scaled by
-    :data:`LESION_GAIN` (in CIELAB, so the twin's skin stays as it is), and their masks."""
-    from skimage.color import lab2rgb, rgb2lab
-
-    out = []
-    for image, twin in zip(site.images, site.twins):
-        base = rgb2lab(twin)
-        lab = base + LESION_GAIN * (rgb2lab(image) - base)
-        out.append(np.clip(lab2rgb(lab) * 255 + 0.5, 0, 255).astype(np.uint8))
-    return np.stack(out), site.masks
-
-
 class Standardised(nn.Module):
     """``model`` on photos standardised per image and channel."""
 
@@ -153,7 +136,6 @@ VARIANTS: dict[str, tuple[Callable, Callable[[nn.Module], nn.Module]]] = {
     "lesion_mix": (lesion_mix, lambda m: m),
     "repeat": (_repeat, lambda m: m),
     "standardise": (_baseline, Standardised),
-    "lesion_gain": (lesion_gain, lambda m: m),
 }
 
 

@@ -69,25 +69,3 @@ def test_adapted_statistics_are_the_sites_own(cell):
     # the site's photos: its training split's originals, then its held-out ones
     partition = phantom_partition(_config(run, 0, 2))
     assert np.array_equal(np.concatenate([site.originals, site.eval_images]), [p.image for p in partition])
-
-
-def test_a_lesion_gain_strengthens_the_lesion_and_leaves_the_skin(cell):
-    """``lesion_gain``: a* against the twin grows by the gain inside the masks (up to the
-    sRGB gamut and rounding); where the surrogate is its twin, nothing changes."""
-    from skimage.color import rgb2lab
-
-    from research.face_gap import LESION_GAIN, lesion_contrast, lesion_gain
-
-    run, (site, _) = cell
-    images, masks = lesion_gain(site, 5.0, np.random.default_rng(0))
-    assert np.array_equal(masks, site.masks) and images.shape == site.images.shape
-    before = lesion_contrast(site.images, site.masks, site.twins)["da_twin"]
-    after = lesion_contrast(images, site.masks, site.twins)["da_twin"]
-    assert after == pytest.approx(LESION_GAIN * before, rel=0.05)
-    same = (site.images == site.twins).all(axis=-1)
-    assert same.mean() > 0.5 and np.abs(images[same].astype(int) - site.images[same]).max() <= 1
-    # where the lesion is, the a* difference it carries grew
-    inside = site.masks.astype(bool)
-    twin = rgb2lab(site.twins)[..., 1][inside]
-    carried = rgb2lab(site.images)[..., 1][inside] - twin
-    assert (rgb2lab(images)[..., 1][inside] - twin).mean() > carried.mean()
