@@ -236,17 +236,17 @@ def test_a_carried_lesion_leaves_the_identity_edit_to_the_twin(backend, cfg):
 def test_a_lesion_gain_strengthens_the_carried_lesion_and_keeps_its_mask(backend, cfg):
     """lesion_gain=g: the same twin, the surrogate's a* over its twin g times as large inside
     the mask and unchanged outside the lesion, the mask the same (at theta times g); an old
-    cache's settings (no gain) are the default's."""
+    cache's settings (no gain) are those of gain 1."""
     from deid_client.firewall.config import settings_record
 
     rng = np.random.default_rng(5)
     person = sample_identity(rng)
     phantom = render_phantom(person, sample_lesion(rng, "malar"), 64)
     target, known = surrogate_targets(person, 1, rng)[0], attributes_of(person)
-    (plain,) = Firewall(cfg, backend).synthesise([phantom.image], [target], [known], keys=["p"])
-    gained = replace(cfg, lesion_gain=1.25)
+    healed, gained = replace(cfg, lesion_gain=1.0), replace(cfg, lesion_gain=1.25)
+    (plain,) = Firewall(healed, backend).synthesise([phantom.image], [target], [known], keys=["p"])
     (strong,) = Firewall(gained, backend).synthesise([phantom.image], [target], [known], keys=["p"])
-    assert gained.mask_theta == 1.25 * cfg.theta
+    assert gained.mask_theta == 1.25 * healed.theta == 1.25 * healed.mask_theta
     assert np.array_equal(strong.twin, plain.twin) and plain.mask.any()
     assert iou(strong.mask, plain.mask) > 0.95
     inside = plain.mask
@@ -256,7 +256,7 @@ def test_a_lesion_gain_strengthens_the_carried_lesion_and_keeps_its_mask(backend
     untouched = (plain.surrogate == plain.twin).all(axis=-1)
     assert untouched.mean() > 0.5
     assert np.abs(strong.surrogate[untouched].astype(int) - plain.surrogate[untouched]).max() <= 1
-    assert "lesion_gain" not in settings_record(cfg)
+    assert "lesion_gain" not in settings_record(healed)
     assert settings_record(gained)["lesion_gain"] == 1.25
     with pytest.raises(ValueError, match="lesion_gain must be positive"):
         replace(cfg, lesion_gain=0.0)

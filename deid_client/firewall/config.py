@@ -102,7 +102,8 @@ class FirewallConfig:
         if self.lesion_gain <= 0:
             raise ValueError(f"lesion_gain must be positive, not {self.lesion_gain}")
         if self.lesion_gain != 1.0 and self.lesion != "carried":
-            raise ValueError("lesion_gain needs lesion=carried: only a carried lesion can be scaled")
+            raise ValueError("lesion_gain needs lesion=carried: only a carried lesion can be scaled "
+                             "(with lesion=edited, set lesion_gain=1.0)")
         if self.lesion == "carried" and self.twin_from != "patient":
             raise ValueError("lesion=carried needs twin_from=patient: the lesion is carried from the heal")
 
