@@ -84,7 +84,7 @@ def label(setting: str) -> str:
     if setting:
         return setting
     cfg = compose_firewall([])
-    return f"default (privacy={cfg.privacy}, K={cfg.surrogates_per_photo})"
+    return f"default (privacy={cfg.privacy}, K={cfg.surrogates_per_photo}, lesion_gain={cfg.lesion_gain:g})"
 
 
 def utility(runs: list[dict], setting: str, clients: int = 2, strategy: str = "fedavg") -> dict | None:

@@ -152,7 +152,9 @@ def test_the_frontier_pairs_each_settings_dice_ratio_with_its_worst_attacker(tmp
     benchmark = measured("", reid_surrogate=0.04, worst_attacker="aware", reid_pooled2_surrogate=0.06,
                          reid_pooled2_surrogate_dlib=0.06, reid_pooled2_surrogate_aware=0.02)
     rows = frontier.frontier({"runs": runs}, [benchmark])
-    assert [r["setting"] for r in rows] == ["default (privacy=high, K=2)", "surrogates_per_photo=1"]
+    shipped = compose_firewall()
+    assert [r["setting"] for r in rows] == [
+        f"default (privacy=high, K=2, lesion_gain={shipped.lesion_gain:g})", "surrogates_per_photo=1"]
     assert rows[1]["ratio"] == pytest.approx((0.6 / 0.8 + 0.3 / 0.6) / 2)
     assert (rows[1]["reid_surrogate"], rows[1]["worst_attacker"]) == (0.04, "aware")
     assert rows[0]["ratio"] == pytest.approx((0.72 / 0.8 + 0.45 / 0.6) / 2)
@@ -166,12 +168,10 @@ def test_the_frontier_pairs_each_settings_dice_ratio_with_its_worst_attacker(tmp
     for other in ("theta=3", "no_such_key=1"):  # a key the firewall lacks, too
         with pytest.raises(ValueError, match="no privacy figures|no_such_key"):
             frontier.privacy(other, [benchmark])
-    # a run's figures count for the setting it measured, however that is spelled (the same
-    # firewall: here the default's theta said aloud), and for no other
-    gained = measured("lesion_gain=1.25", reid_surrogate=0.05, worst_attacker="mimic")
-    assert frontier.privacy("lesion_gain=1.25 surrogates_per_photo=1 theta=5.0",
-                            [benchmark, gained])["reid_surrogate"] == 0.05
-    assert frontier.privacy("surrogates_per_photo=1", [gained, benchmark])["reid_surrogate"] == 0.04
+    # a run's figures count for the setting it measured, however that is spelled, and for no other
+    other = measured("theta=4.0", reid_surrogate=0.05, worst_attacker="mimic")
+    assert frontier.privacy("surrogates_per_photo=1 theta=4", [benchmark, other])["reid_surrogate"] == 0.05
+    assert frontier.privacy("surrogates_per_photo=1", [other, benchmark])["reid_surrogate"] == 0.04
     # a setting the privacy benchmark has not measured keeps its row, without an x
     runs += [run("surrogate", "theta=3", 0.2, 0, 0.4)]
     rows = frontier.frontier({"runs": runs}, [benchmark])
