@@ -102,7 +102,8 @@ TWIN_GRID = ([{"twin_from": "surrogate"}] + [{"twin.n_max": n} for n in (2, 3, 4
 _EDITED_28 = {"privacy": "low", "identity.steps": 28, "identity.n_max": 28}
 GRIDS = {"identity": (_EDITED_28, IDENTITY_GRID), "twin": (_EDITED_28, TWIN_GRID),
          "steps": ({"privacy": "low"}, STEPS_GRID), "privacy": ({"privacy": "low"}, PRIVACY_GRID),
-         "carry": ({"identity.n_min": 0}, CARRY_GRID), "levels": ({}, LEVELS_GRID)}
+         "carry": ({"identity.n_min": 0, "lesion_gain": 1.0}, CARRY_GRID),
+         "levels": ({"lesion_gain": 1.0}, LEVELS_GRID)}
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)

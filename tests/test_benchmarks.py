@@ -180,3 +180,21 @@ def test_the_frontier_pairs_each_settings_dice_ratio_with_its_worst_attacker(tmp
     assert rows[2]["ratio"] == pytest.approx(0.4 / 0.8)
     frontier.figure(rows, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_every_point_of_the_settings_sweep_is_a_firewall():
+    """benchmarks/phantom_deid.py --sweep: each grid's points, over the settings they vary
+    around, compose to a valid firewall today (a moved default must not break a grid)."""
+    import importlib.util
+
+    from deid_client.firewall import compose_firewall
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("phantom_deid", ROOT / "benchmarks" / "phantom_deid.py")
+    deid = importlib.util.module_from_spec(spec)
+    sys.modules["phantom_deid"] = deid  # its dataclasses look their module up
+    spec.loader.exec_module(deid)
+    for name, (base, points) in deid.GRIDS.items():
+        for point in points:
+            cfg = compose_firewall([f"{k}={v}" for k, v in {**base, **point}.items()])
+            assert cfg.lesion == point.get("lesion", cfg.lesion), name

@@ -276,8 +276,9 @@ def test_a_photos_surrogate_does_not_depend_on_its_batch(backend, cfg, twin_from
               for i, p in enumerate(people)]
     targets = [surrogate_targets(p, 1, rng)[0] for p in people]
     known = [attributes_of(p) for p in people]
+    gain = cfg.lesion_gain if lesion == "carried" else 1.0  # only a carried lesion has a gain
     firewall = Firewall(replace(cfg, identity=cfg.identity.with_overrides(steps=8, n_max=8),
-                                twin_from=twin_from, lesion=lesion), backend)
+                                twin_from=twin_from, lesion=lesion, lesion_gain=gain), backend)
     calls = []
     hook = backend.pipe.transformer.register_forward_hook(
         lambda module, args, kwargs, out: calls.append(kwargs["hidden_states"].shape[0]),
