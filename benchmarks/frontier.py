@@ -132,11 +132,15 @@ def figure(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for i, row in enumerate(r for r in rows if r["reid_surrogate"] is not None):
+    placed = sorted((r for r in rows if r["reid_surrogate"] is not None), key=lambda r: r["ratio"])
+    above = False
+    for i, row in enumerate(placed):
         ax.scatter(row["reid_surrogate"], row["ratio"], s=40, color="tab:red")
-        # labels above and below in turn: settings of equal privacy and Dice sit together
+        # labels below their point, but above where the point below sits as high: settings
+        # of equal privacy and Dice sit together
+        above = i > 0 and abs(row["ratio"] - placed[i - 1]["ratio"]) < 0.03 and not above
         ax.annotate(row["setting"], (row["reid_surrogate"], row["ratio"]), textcoords="offset points",
-                    xytext=(6, 4 if i % 2 == 0 else -11), fontsize=8)
+                    xytext=(6, 4 if above else -11), fontsize=8)
     ax.axvline(0.10, color="gray", ls="--", lw=1)
     ax.axhline(0.90, color="gray", ls="--", lw=1)
     ax.axvline(0.02, color="gray", ls=":", lw=1)
