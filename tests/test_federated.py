@@ -287,7 +287,7 @@ def test_one_site_learns_phantom_lesions():
                      batch_size=RUN_CONFIG["batch-size"], lr=RUN_CONFIG["lr"], seed=1)
         scores.append(score(model, images[36:], masks[36:]))
     assert scores[0] == scores[1]
-    # 0.63 here (20 epochs); the 10 epochs of an earlier default gave 0.04-0.17 by seed
+    # 0.53 here (15 epochs; 0.63 at 20); the 10 epochs of an earlier default gave 0.04-0.17 by seed
     assert scores[0]["dice"] > 0.25, scores[0]
 
 
