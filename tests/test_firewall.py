@@ -295,7 +295,8 @@ def test_site_attributes_steer_targets_only_when_asked(tmp_path):
 def test_several_surrogates_per_photo_each_with_its_own_target_and_noise(tmp_path):
     """surrogates_per_photo=K: K surrogates of each photo under <pseudonym>-<k>, each in the
     manifest with its photo's pseudonym; surrogate 0 is the one K = 1 makes (up to the
-    batched kernels' rounding, as a photo alone against its batch); the others have their
+    batched kernels' rounding, as a photo alone against its batch, times the lesion gain
+    inside the lesion); the others have their
     own targets and noise; a rerun redoes nothing."""
     from deid_client.io.images import read_image
 
@@ -316,7 +317,10 @@ def test_several_surrogates_per_photo_each_with_its_own_target_and_noise(tmp_pat
         assert mine[f"{name}-0"]["target_prompt"] == entry["target_prompt"]
         first = read_image(tmp_path / "three" / "surrogates" / f"{name}-0.png").astype(int)
         alone = read_image(tmp_path / "one" / "surrogates" / f"{name}.png").astype(int)
-        assert np.abs(first - alone).max() <= 1
+        # a level of rounding in the twin, and the lesion gain (1.25) times one in the carried
+        # lesion: at most 2 levels, on few pixels
+        assert np.abs(first - alone).max() <= 2
+        assert (np.abs(first - alone) > 1).mean() < 0.01
         others = [read_image(tmp_path / "three" / "surrogates" / f"{name}-{k}.png") for k in (1, 2)]
         assert not np.array_equal(others[0], others[1]) and not np.array_equal(others[0], first)
     targets = [e["target_prompt"] for e in three]
