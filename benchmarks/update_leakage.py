@@ -9,14 +9,15 @@ the photos' pixels and, with the renderer as a generative prior, to the people i
 optimisation with the site's local training replayed (``research.update_inversion``).
 Scenarios, each at round-1 weights and at a mid-training checkpoint,
 each for mask source ``truth`` (the patients' own photos, no firewall) and ``surrogate``
-(the firewall's output, default settings: with ``surrogates_per_photo`` K, a site of n
+(the firewall's output, the main job's settings, or ``--firewall``'s: with ``surrogates_per_photo`` K, a site of n
 photos trains on their n x K surrogates, and the server, which knows K from the run's
 settings, trains its inverters on simulated rounds of n x K photos):
 
 (a) positive control: 1 photo, 1 local step;
 (b) a small site: 2 photos, batch 2, 2 local epochs (2 Adam steps, replayed);
-(c) the main job's local training (36 photos, 20 epochs of batch 4): the gradient-matching
-    attack, the update taken as one averaged gradient of 4 photos (masks known);
+(c) the main job's local training (its epochs, batch size and learning rate, from
+    ``conf/simulation.yaml``; up to 36 photos): the gradient-matching attack, the update
+    taken as one averaged gradient of one batch (masks known);
 (d) (b) with the site's own differential privacy (Flower's ``LocalDpMod``: the update
     clipped to ``--dp-clip`` and Gaussian noise ``--dp-noise`` x the clip added).
 
@@ -29,6 +30,7 @@ neighbour (``inverted``) and a CNN trained on them (``inverted-cnn``); the Dice 
 recovered masks. ``reid_worst`` is the strongest attacker's rate.
 
     python benchmarks/update_leakage.py --json            # about 71 min on 2 cores
+    python benchmarks/update_leakage.py --json --firewall surrogates_per_photo=4 --figures outputs/k4
     python benchmarks/update_leakage.py --combine seed0.json seed1.json   # several seeds' reports
 
 ``--combine`` pools reports (of other seeds: other patients) into the naming of patients
@@ -50,17 +52,19 @@ import torch
 import _repo  # noqa: F401  (research/ from the checkout)
 from deid_client.figures import image_grid
 from deid_client.firewall import Firewall
-from deid_client.firewall.config import compose_firewall
+from deid_client.firewall.config import settings_record
 from deid_client.firewall.pipeline import surrogate_key
 from deid_client.io.images import write_image
 from deid_client.metrics import dice
 from deid_client.phantom_flow.captions import attributes_of
+from deid_client.task.data import data_config
 from deid_client.task.segmentation import build_unet, round_lr, train_epochs
 from research.reid import AwareAttacker, CnnAttacker, DlibAttacker, photo_sessions
 from research.learned_inversion import (InvertedGalleryAttacker, ServerPhotos, learned_invert,
                                        server_phantoms, simulate, train_inverter)
 from research.prior_inversion import prior_invert, train_prior_inverter
 from research.update_inversion import LocalDp, LocalTraining, image_scores, invert, match, site_update
+from simulations.run import compose_run_config
 
 GALLERY_SESSIONS = 3  # the patients' photos the re-identification attackers know
 SOURCES = ("truth", "surrogate")
@@ -83,7 +87,7 @@ def checkpoints(seed: int, dp: bool) -> dict[str, torch.nn.Module]:
 class Audit:
     """The cohort, its surrogates, and the attackers that name patients."""
 
-    def __init__(self, n_patients: int, seed: int):
+    def __init__(self, n_patients: int, seed: int, run: dict):
         sessions, self.people = photo_sessions(n_patients, GALLERY_SESSIONS + 1, size=64, seed=seed)
         gallery = np.stack([p.image for s in sessions for p in s[:GALLERY_SESSIONS]])
         labels = np.repeat(np.arange(n_patients), GALLERY_SESSIONS)
@@ -94,7 +98,8 @@ class Audit:
                           AwareAttacker([s[:GALLERY_SESSIONS] for s in sessions], self.people, seed=seed)]
         self.photos = np.stack([s[GALLERY_SESSIONS].image for s in sessions])
         self.masks = np.stack([s[GALLERY_SESSIONS].mask for s in sessions])
-        cfg = compose_firewall([])
+        cfg = data_config(run, {}).firewall_settings()  # what a site of ``run`` composes
+        self.firewall = settings_record(cfg, complete=True)
         self.per_photo = k = cfg.surrogates_per_photo  # what a site trains on per photo
         _log(f"firewall: {n_patients} photos, {k} surrogates each")
         # the folder batch's keys: surrogate j of a photo draws its own target and noise
@@ -261,20 +266,23 @@ def learned_attack(audit: Audit, scenario: str, name: str, model, server_round: 
     return {**results, "simulated_rounds": sims, "inverter_seconds": round(seconds, 1)}, pictures
 
 
-def main_job_attack(audit: Audit, name: str, model, server_round: int, iterations: int, seed: int) -> dict:
-    """(c): the main job's round (36 photos, or their surrogates, 20 epochs of batch 4)
-    attacked by gradient matching, its update taken as one averaged gradient of 4 photos,
-    masks known."""
+def main_job_attack(audit: Audit, name: str, model, server_round: int, run: dict, iterations: int,
+                    seed: int) -> dict:
+    """(c): a round of the main job's local training (``run``: its epochs, batch size and
+    learning rate; its photos, up to 36, or their surrogates) attacked by gradient
+    matching, its update taken as one averaged gradient of one batch, masks known."""
     out = {}
+    batch = int(run["batch-size"])
     site = list(range(min(36, len(audit.people))))
     for source in SOURCES:
         photos, masks = audit.training_pairs(source, site)
-        real = LocalTraining(n_images=len(photos), epochs=20, batch_size=4,
-                             lr=round_lr(0.002, server_round, 5), seed=server_round)
+        real = LocalTraining(n_images=len(photos), epochs=int(run["local-epochs"]), batch_size=batch,
+                             lr=round_lr(float(run["lr"]), server_round, int(run["num-server-rounds"])),
+                             seed=server_round)
         observed = site_update(model, photos, masks, real)
-        as_one = LocalTraining(n_images=4, epochs=1, batch_size=4, lr=real.lr, seed=server_round,
+        as_one = LocalTraining(n_images=batch, epochs=1, batch_size=batch, lr=real.lr, seed=server_round,
                                augment=False)
-        got = invert(model, observed, as_one, masks=masks[:4], iterations=iterations, restarts=1,
+        got = invert(model, observed, as_one, masks=masks[:batch], iterations=iterations, restarts=1,
                      seed=seed)
         out[source] = audit.score([got.images], None, source, [site])
     return out
@@ -363,6 +371,8 @@ def main() -> None:
                         help="the noise's standard deviation, in units of the clip")
     parser.add_argument("--figures", type=Path, default=Path("docs/update_leakage"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--firewall", default="",
+                        help="firewall overrides on top of the main job's (its run config's firewall key)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--combine", nargs="+", type=Path, metavar="REPORT",
                         help="pool these reports (--json output, one per seed) instead of running")
@@ -379,8 +389,12 @@ def main() -> None:
         print(f"worst cell: {w['cell']}: {w['named']} / {w['trials']} = {w['rate']:.3f} {w['interval']}")
         return
     started = time.perf_counter()
-    audit = Audit(args.patients, args.seed)
+    run = compose_run_config()  # the main job's: its firewall, and (c)'s local training
+    run["firewall"] = f"{run['firewall']} {args.firewall}".strip()
+    audit = Audit(args.patients, args.seed, run)
     report = {"patients": args.patients, "surrogates_per_photo": audit.per_photo, "chance": audit.chance,
+              "firewall": audit.firewall,
+              "main_job": {k: run[k] for k in ("local-epochs", "batch-size", "lr", "num-server-rounds")},
               "reid_originals": audit.reid_originals,
               "reid_surrogates": audit.reid_surrogates,
               "surrogates_released_by_gate": audit.released, "scenarios": {}}
@@ -394,7 +408,7 @@ def main() -> None:
             report["scenarios"][f"{scenario}/{name}"] = result
             figure(audit, pictures, args.figures / f"{scenario}_{name}.png")
         _log(f"  (c) {name}")
-        report["scenarios"][f"c/{name}"] = main_job_attack(audit, name, model, server_round,
+        report["scenarios"][f"c/{name}"] = main_job_attack(audit, name, model, server_round, run,
                                                            args.iterations, args.seed)
     dp_model = checkpoints(args.seed, dp=True)["round-1"]
     result, pictures = learned_attack(audit, "d", "round-1", dp_model, 1, args.simulated_rounds,

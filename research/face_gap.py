@@ -78,14 +78,9 @@ class Site:
 def study_run_config(*overrides: str) -> dict:
     """The run config of one study cell (``conf/study.yaml`` with ``overrides``; by default
     the ``surrogate`` mask source)."""
-    from hydra import compose, initialize_config_dir
+    from simulations.run import compose_run_config
 
-    from simulations.run import run_config
-
-    conf = Path(__file__).resolve().parent.parent / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose(config_name="study", overrides=["data.mask_source=surrogate", *overrides])
-    return run_config(cfg, Path("unused"))
+    return compose_run_config("study", ["data.mask_source=surrogate", *overrides])
 
 
 def sites(run: dict, num_sites: int, cache_dir: Path) -> list[Site]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -47,6 +48,22 @@ def run_config(cfg: DictConfig, output_dir: Path) -> dict:
         for key, value in cfg[group].items():
             settings[group if key == "name" else key.replace("_", "-")] = value
     return settings
+
+
+def compose_run_config(config_name: str = "simulation", overrides: Sequence[str] = ()) -> dict:
+    """The run config of ``conf/<config_name>.yaml`` with Hydra ``overrides``, composed
+    without running it: what a run of that config would train with (by default the main
+    job's), for research code that replays a run's settings.
+
+    >>> compose_run_config(overrides=["segmentation.local_epochs=3"])["local-epochs"]
+    3
+    """
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    return run_config(cfg, Path("unused"))
 
 
 def run_identity(settings: dict, num_clients: int) -> dict:

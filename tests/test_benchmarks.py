@@ -88,15 +88,22 @@ def test_distribution_table_compares_the_papers_pairs():
 @pytest.mark.timeout(1200)
 def test_update_leakage_benchmark_reports_every_scenario_source_and_attacker(tmp_path):
     result = _run("benchmarks/update_leakage.py", "--patients", "4", "--simulated-rounds", "30",
-                  "--iterations", "2", "--figures", str(tmp_path), timeout=1100)
+                  "--iterations", "2", "--figures", str(tmp_path), "--firewall", "surrogates_per_photo=3",
+                  timeout=1100)
     assert result["chance"] == pytest.approx(1 / 4) and result["reid_originals"]["dlib"] == 1.0
     expected = {f"{s}/{c}" for s in "abc" for c in ("round-1", "mid-training")} | {"d/round-1"}
     assert set(result["scenarios"]) == expected
-    # a site trains on each photo's K surrogates, and the server inverts updates of that size
+    # the main job's firewall with --firewall on top, and (c) replays the main job's training
     from deid_client.firewall import compose_firewall
+    from deid_client.firewall.config import settings_record
+    from simulations.run import compose_run_config
 
+    assert result["firewall"] == settings_record(compose_firewall(["surrogates_per_photo=3"]), complete=True)
+    main_job = compose_run_config()
+    assert result["main_job"] == {k: main_job[k] for k in ("local-epochs", "batch-size", "lr", "num-server-rounds")}
+    # a site trains on each photo's K surrogates, and the server inverts updates of that size
     k = result["surrogates_per_photo"]
-    assert k == compose_firewall().surrogates_per_photo
+    assert k == 3
     for scenario, photos_a_site in (("a", 1), ("b", 2), ("d", 2)):
         got = result["scenarios"][f"{scenario}/round-1"]
         assert got["truth"]["images_in_update"] == photos_a_site
