@@ -9,9 +9,10 @@ the photos' pixels and, with the renderer as a generative prior, to the people i
 optimisation with the site's local training replayed (``research.update_inversion``).
 Scenarios, each at round-1 weights and at a mid-training checkpoint,
 each for mask source ``truth`` (the patients' own photos, no firewall) and ``surrogate``
-(the firewall's output, the main job's settings, or ``--firewall``'s: with ``surrogates_per_photo`` K, a site of n
-photos trains on their n x K surrogates, and the server, which knows K from the run's
-settings, trains its inverters on simulated rounds of n x K photos):
+(the firewall's output at the main job's settings, ``--firewall`` on top: with
+``surrogates_per_photo`` K, a site of n photos trains on their n x K surrogates, and the
+server, which knows K from the run's settings, trains its inverters on simulated rounds of
+n x K photos):
 
 (a) positive control: 1 photo, 1 local step;
 (b) a small site: 2 photos, batch 2, 2 local epochs (2 Adam steps, replayed);
@@ -32,6 +33,7 @@ recovered masks. ``reid_worst`` is the strongest attacker's rate.
     python benchmarks/update_leakage.py --json            # about 71 min on 2 cores
     python benchmarks/update_leakage.py --json --firewall surrogates_per_photo=4 --figures outputs/k4
     python benchmarks/update_leakage.py --combine seed0.json seed1.json   # several seeds' reports
+    python benchmarks/update_leakage.py --table seed0.json    # a report as the docs' table
 
 ``--combine`` pools reports (of other seeds: other patients) into the naming of patients
 from the surrogate updates (:func:`surrogate_naming`): each attacker's count over every
@@ -311,6 +313,48 @@ def figure(audit: Audit, pictures: dict, path: Path, rows: int = 8) -> None:
     write_image(path, image_grid(tiles, ncols=6))
 
 
+#: The columns of :func:`markdown_table`: a header and the score it shows (``None``: the
+#: worst pooled attacker).
+COLUMNS = {"SSIM to patient": "ssim_patient", "SSIM to surrogate": "ssim_surrogate",
+           "PSNR to patient": "psnr_patient", "RDLV": "rdlv_patient", "mask Dice": "mask_dice",
+           "dlib": "reid_dlib", "aware": "reid_aware", "inverted": "reid_inverted",
+           "inverted-cnn": "reid_inverted-cnn", "pooled, worst": None, "worst": "reid_worst"}
+
+
+def markdown_table(report: dict) -> str:
+    """One report (this benchmark's JSON) as the table of ``docs/update_leakage.md``: a row
+    per scenario, checkpoint, mask source and inverter, then gradient matching alone.
+
+    >>> cell = {"ssim_patient": 0.5, "reid_dlib": 0.25, "reid_dlib-pooled": 0.5, "reid_worst": 0.25}
+    >>> row = markdown_table({"scenarios": {"c/round-1": {"truth": cell, "surrogate": cell}},
+    ...                       "optimisation_only": cell}).splitlines()[2]
+    >>> row.split(" | ")[:5], row.split(" | ")[-2:]
+    (['| c', 'round-1', 'truth', 'gradient matching', '0.50'], ['0.50', '**0.25** |'])
+    """
+    def cells(scores: dict) -> list[str]:
+        pooled = [v for k, v in scores.items() if k.endswith("-pooled")]
+        out = []
+        for key in COLUMNS.values():
+            value = scores.get(key) if key else (max(pooled) if pooled else None)
+            out.append("–" if value is None else f"{value:.1f}" if key == "psnr_patient" else f"{value:.2f}")
+        out[-1] = f"**{out[-1]}**"
+        return out
+
+    rows = [["scenario", "weights", "mask source", "inverter", *COLUMNS], ["---"] * (4 + len(COLUMNS))]
+    for key, result in report["scenarios"].items():
+        scenario, weights = key.split("/")
+        for source in SOURCES:
+            if scenario == "c":
+                rows.append([scenario, weights, source, "gradient matching", *cells(result[source])])
+                continue
+            rows.append([scenario, weights, source, "pixels", *cells(result[source])])
+        if scenario != "c":
+            rows += [[scenario, weights, source, "generative", *cells(result["generative"][source])]
+                     for source in SOURCES]
+    rows.append(["a, gradient matching alone", "round-1", "truth", "–", *cells(report["optimisation_only"])])
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
 def surrogate_naming(reports: list[dict]) -> dict:
     """How often each attacker named the patient from the ``surrogate`` updates of (a) and
     (b), both checkpoints and both inverters, over ``reports`` (this benchmark's JSON, one
@@ -376,7 +420,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--combine", nargs="+", type=Path, metavar="REPORT",
                         help="pool these reports (--json output, one per seed) instead of running")
+    parser.add_argument("--table", type=Path, metavar="REPORT",
+                        help="print this report (--json output) as docs/update_leakage.md's table")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return
     if args.combine:
         named = surrogate_naming([json.loads(p.read_text()) for p in args.combine])
         if args.json:

@@ -100,7 +100,8 @@ def test_update_leakage_benchmark_reports_every_scenario_source_and_attacker(tmp
 
     assert result["firewall"] == settings_record(compose_firewall(["surrogates_per_photo=3"]), complete=True)
     main_job = compose_run_config()
-    assert result["main_job"] == {k: main_job[k] for k in ("local-epochs", "batch-size", "lr", "num-server-rounds")}
+    assert result["main_job"] == {k: main_job[k] for k in result["main_job"]}
+    assert {"local-epochs", "batch-size", "lr", "num-server-rounds"} <= set(result["main_job"])
     # a site trains on each photo's K surrogates, and the server inverts updates of that size
     k = result["surrogates_per_photo"]
     assert k == 3
