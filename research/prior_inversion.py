@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -26,7 +25,7 @@ from torch import nn
 
 from deid_client.phantom import (HAIR_COLOURS, IRIS_COLOURS, Identity, render_phantom, sample_identity,
                                  sample_lesion)
-from research.learned_inversion import Rounds, Standardise, features, fit
+from research.learned_inversion import Rounds, Standardise, best_pairing, features, fit
 from research.update_inversion import LocalTraining, Observed
 
 __all__ = ["SCALARS", "CHOICES", "identity_vector", "principal_directions", "Projection", "PriorInverter",
@@ -140,19 +139,16 @@ class PriorInverter(nn.Module):
     def loss(self, out: torch.Tensor, numbers: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
         """Per sample, squared error plus cross-entropy under the best pairing of its n
         outputs with its n people (a site's photos are a set)."""
-        errors = []
-        for order in itertools.permutations(range(self.n_images)):
-            o = out[:, list(order)]
-            error = (o[..., : self.n_numbers] - numbers).pow(2).mean(dim=(1, 2))
-            at = self.n_numbers
-            for j, values in enumerate(CHOICES.values()):
-                logits = o[..., at : at + len(values)]
-                error = error + 0.3 * nn.functional.cross_entropy(
-                    logits.reshape(-1, len(values)), choices[..., j].reshape(-1), reduction="none"
-                ).view(len(o), -1).mean(1)
-                at += len(values)
-            errors.append(error)
-        return torch.stack(errors).min(dim=0).values.mean()
+        o = out[..., : self.n_numbers]
+        costs = (o.unsqueeze(2) - numbers.unsqueeze(1)).pow(2).mean(3)  # N x n outputs x n people
+        at = self.n_numbers
+        for j, values in enumerate(CHOICES.values()):
+            logp = nn.functional.log_softmax(out[..., at : at + len(values)], dim=2)
+            # output i against person k: -log p_i(choice of k)
+            wanted = choices[..., j].unsqueeze(1).expand(-1, self.n_images, -1)
+            costs = costs - 0.3 * logp.gather(2, wanted)
+            at += len(values)
+        return best_pairing(costs)
 
 
 def train_prior_inverter(rounds: Rounds, *, epochs: int = 60, batch_size: int = 64, rank: int = 512,

@@ -120,3 +120,54 @@ def test_the_inverted_gallery_names_by_nearest_reconstruction_alone_or_pooled():
     views = np.stack([near(0, 2, 0.52), near(4, 2, 0.52)])
     assert list(attacker.identify(views)) == [0, 2]
     assert list(attacker.identify_pooled(views[None])) == [1]
+
+
+def _every_order(costs_of_order, n: int) -> torch.Tensor:
+    """The brute-force set loss: per sample the least mean cost over all n! orders."""
+    import itertools
+
+    orders = itertools.permutations(range(n))
+    return torch.stack([costs_of_order(list(p)) for p in orders]).min(0).values.mean()
+
+
+def test_the_set_losses_pair_by_hungarian_exactly_as_over_every_order():
+    """The inverters' set losses pair a site's outputs with its photos (or people) by the
+    Hungarian method: the same value and gradient as the minimum over all n! orders."""
+    from research.learned_inversion import _set_loss
+    from research.prior_inversion import CHOICES, PriorInverter, Projection
+
+    torch.manual_seed(0)
+    n = 4
+    out = torch.randn(6, n, 4, 8, 8, requires_grad=True)
+    images, masks = torch.rand(6, n, 3, 8, 8), (torch.rand(6, n, 8, 8) > 0.7).float()
+
+    def pixels(order):
+        o = out[:, order]
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(o[:, :, 3], masks, reduction="none")
+        return (o[:, :, :3] - images).pow(2).mean(dim=(1, 2, 3, 4)) + 0.1 * bce.mean(dim=(1, 2, 3))
+
+    fast, slow = _set_loss(out, images, masks), _every_order(pixels, n)
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-5)
+    (g_fast,), (g_slow,) = torch.autograd.grad(fast, out), torch.autograd.grad(slow, out)
+    assert torch.allclose(g_fast, g_slow, atol=1e-6)
+
+    n_numbers = 5
+    net = PriorInverter(Projection(3, 2), n, n_numbers)
+    out = torch.randn(6, n, net.width, requires_grad=True)
+    numbers = torch.randn(6, n, n_numbers)
+    choices = torch.stack([torch.randint(len(v), (6, n)) for v in CHOICES.values()], dim=2)
+
+    def people(order):
+        o = out[:, order]
+        error, at = (o[..., :n_numbers] - numbers).pow(2).mean(dim=(1, 2)), n_numbers
+        for j, values in enumerate(CHOICES.values()):
+            error = error + 0.3 * torch.nn.functional.cross_entropy(
+                o[..., at:at + len(values)].reshape(-1, len(values)), choices[..., j].reshape(-1),
+                reduction="none").view(len(o), -1).mean(1)
+            at += len(values)
+        return error
+
+    fast, slow = net.loss(out, numbers, choices), _every_order(people, n)
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-5)
+    (g_fast,), (g_slow,) = torch.autograd.grad(fast, out), torch.autograd.grad(slow, out)
+    assert torch.allclose(g_fast, g_slow, atol=1e-6)
