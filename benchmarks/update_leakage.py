@@ -440,6 +440,12 @@ def main() -> None:
     started = time.perf_counter()
     run = compose_run_config()  # the main job's: its firewall, and (c)'s local training
     run["firewall"] = f"{run['firewall']} {args.firewall}".strip()
+    per_photo = data_config(run, {}).firewall_settings().surrogates_per_photo
+    largest = max(spec["n"] for spec in SCENARIOS.values()) * per_photo
+    if args.patients < largest:  # the server's gallery sites hold as many patients as an update images
+        parser.error(f"--patients {args.patients} is too few: an update of scenario (b) holds {largest} "
+                     f"images at {per_photo} surrogates per photo, and the server's known sessions go "
+                     f"through rounds of that size (use at least {largest})")
     audit = Audit(args.patients, args.seed, run)
     report = {"patients": args.patients, "surrogates_per_photo": audit.per_photo, "chance": audit.chance,
               "firewall": audit.firewall,

@@ -88,7 +88,7 @@ def test_distribution_table_compares_the_papers_pairs():
 @pytest.mark.timeout(1200)
 def test_update_leakage_benchmark_reports_every_scenario_source_and_attacker(tmp_path):
     result = _run("benchmarks/update_leakage.py", "--patients", "4", "--simulated-rounds", "30",
-                  "--iterations", "2", "--figures", str(tmp_path), "--firewall", "surrogates_per_photo=3",
+                  "--iterations", "2", "--figures", str(tmp_path), "--firewall", "lesion_gain=1.0",
                   timeout=1100)
     assert result["chance"] == pytest.approx(1 / 4) and result["reid_originals"]["dlib"] == 1.0
     expected = {f"{s}/{c}" for s in "abc" for c in ("round-1", "mid-training")} | {"d/round-1"}
@@ -98,13 +98,14 @@ def test_update_leakage_benchmark_reports_every_scenario_source_and_attacker(tmp
     from deid_client.firewall.config import settings_record
     from simulations.run import compose_run_config
 
-    assert result["firewall"] == settings_record(compose_firewall(["surrogates_per_photo=3"]), complete=True)
+    assert result["firewall"] == settings_record(compose_firewall(["lesion_gain=1.0"]), complete=True)
+    assert compose_firewall().lesion_gain != 1.0  # so the report shows the override
     main_job = compose_run_config()
     assert result["main_job"] == {k: main_job[k] for k in result["main_job"]}
     assert {"local-epochs", "batch-size", "lr", "num-server-rounds"} <= set(result["main_job"])
     # a site trains on each photo's K surrogates, and the server inverts updates of that size
     k = result["surrogates_per_photo"]
-    assert k == 3
+    assert k == compose_firewall().surrogates_per_photo
     for scenario, photos_a_site in (("a", 1), ("b", 2), ("d", 2)):
         got = result["scenarios"][f"{scenario}/round-1"]
         assert got["truth"]["images_in_update"] == photos_a_site
@@ -128,6 +129,14 @@ def test_update_leakage_benchmark_reports_every_scenario_source_and_attacker(tmp
                 assert {"reid_dlib", "reid_aware", "reid_inverted"} <= set(scores)
                 assert 0 <= scores["ssim_patient"] <= 1
     assert {p.name for p in tmp_path.iterdir()} >= {"a_round-1.png", "d_round-1.png"}
+
+
+def test_update_leakage_says_when_the_cohort_is_too_small_for_an_update():
+    done = subprocess.run([sys.executable, "benchmarks/update_leakage.py", "--patients", "4",
+                           "--firewall", "surrogates_per_photo=3"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--patients 4 is too few" in done.stderr and "at least 6" in done.stderr
 
 
 def test_the_frontier_pairs_each_settings_dice_ratio_with_its_worst_attacker(tmp_path):
