@@ -30,7 +30,7 @@ sessions through the same round and inversion and compare like with like: neares
 neighbour (``inverted``) and a CNN trained on them (``inverted-cnn``); the Dice of the
 recovered masks. ``reid_worst`` is the strongest attacker's rate.
 
-    python benchmarks/update_leakage.py --json            # about 71 min on 2 cores
+    python benchmarks/update_leakage.py --json            # about 40 min on 2 cores
     python benchmarks/update_leakage.py --json --firewall surrogates_per_photo=4 --figures outputs/k4
     python benchmarks/update_leakage.py --combine seed0.json seed1.json   # several seeds' reports
     python benchmarks/update_leakage.py --table seed0.json    # a report as the docs' table
@@ -54,7 +54,7 @@ import torch
 import _repo  # noqa: F401  (research/ from the checkout)
 from deid_client.figures import image_grid
 from deid_client.firewall import Firewall
-from deid_client.firewall.config import settings_record
+from deid_client.firewall.config import FirewallConfig, settings_record
 from deid_client.firewall.pipeline import surrogate_key
 from deid_client.io.images import write_image
 from deid_client.metrics import dice
@@ -89,7 +89,7 @@ def checkpoints(seed: int, dp: bool) -> dict[str, torch.nn.Module]:
 class Audit:
     """The cohort, its surrogates, and the attackers that name patients."""
 
-    def __init__(self, n_patients: int, seed: int, run: dict):
+    def __init__(self, n_patients: int, seed: int, firewall: FirewallConfig):
         sessions, self.people = photo_sessions(n_patients, GALLERY_SESSIONS + 1, size=64, seed=seed)
         gallery = np.stack([p.image for s in sessions for p in s[:GALLERY_SESSIONS]])
         labels = np.repeat(np.arange(n_patients), GALLERY_SESSIONS)
@@ -100,12 +100,11 @@ class Audit:
                           AwareAttacker([s[:GALLERY_SESSIONS] for s in sessions], self.people, seed=seed)]
         self.photos = np.stack([s[GALLERY_SESSIONS].image for s in sessions])
         self.masks = np.stack([s[GALLERY_SESSIONS].mask for s in sessions])
-        cfg = data_config(run, {}).firewall_settings()  # what a site of ``run`` composes
-        self.firewall = settings_record(cfg, complete=True)
-        self.per_photo = k = cfg.surrogates_per_photo  # what a site trains on per photo
+        self.firewall = settings_record(firewall, complete=True)
+        self.per_photo = k = firewall.surrogates_per_photo  # what a site trains on per photo
         _log(f"firewall: {n_patients} photos, {k} surrogates each")
         # the folder batch's keys: surrogate j of a photo draws its own target and noise
-        made = Firewall(cfg, cfg.model.load())(
+        made = Firewall(firewall, firewall.model.load())(
             [p for p in self.photos for _ in range(k)],
             [attributes_of(p) for p in self.people for _ in range(k)],
             keys=[surrogate_key(f"patient-{i}", j) for i in range(n_patients) for j in range(k)])
@@ -440,13 +439,14 @@ def main() -> None:
     started = time.perf_counter()
     run = compose_run_config()  # the main job's: its firewall, and (c)'s local training
     run["firewall"] = f"{run['firewall']} {args.firewall}".strip()
-    per_photo = data_config(run, {}).firewall_settings().surrogates_per_photo
+    firewall = data_config(run, {}).firewall_settings()  # what a site of the main job composes
+    per_photo = firewall.surrogates_per_photo
     largest = max(spec["n"] for spec in SCENARIOS.values()) * per_photo
     if args.patients < largest:  # the server's gallery sites hold as many patients as an update images
         parser.error(f"--patients {args.patients} is too few: an update of scenario (b) holds {largest} "
                      f"images at {per_photo} surrogates per photo, and the server's known sessions go "
                      f"through rounds of that size (use at least {largest})")
-    audit = Audit(args.patients, args.seed, run)
+    audit = Audit(args.patients, args.seed, firewall)
     report = {"patients": args.patients, "surrogates_per_photo": audit.per_photo, "chance": audit.chance,
               "firewall": audit.firewall,
               "main_job": {k: run[k] for k in ("local-epochs", "batch-size", "lr", "num-server-rounds")},
