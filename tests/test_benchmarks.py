@@ -88,8 +88,8 @@ def test_distribution_table_compares_the_papers_pairs():
 @pytest.mark.timeout(1200)
 def test_update_leakage_benchmark_reports_every_scenario_source_and_attacker(tmp_path):
     result = _run("benchmarks/update_leakage.py", "--patients", "4", "--simulated-rounds", "30",
-                  "--iterations", "2", "--figures", str(tmp_path), "--firewall", "lesion_gain=1.0",
-                  timeout=1100)
+                  "--iterations", "2", "--figures", str(tmp_path),
+                  "--firewall", "lesion_gain=1.0 surrogates_per_photo=2", timeout=1100)
     assert result["chance"] == pytest.approx(1 / 4) and result["reid_originals"]["dlib"] == 1.0
     expected = {f"{s}/{c}" for s in "abc" for c in ("round-1", "mid-training")} | {"d/round-1"}
     assert set(result["scenarios"]) == expected
@@ -98,14 +98,16 @@ def test_update_leakage_benchmark_reports_every_scenario_source_and_attacker(tmp
     from deid_client.firewall.config import settings_record
     from simulations.run import compose_run_config
 
-    assert result["firewall"] == settings_record(compose_firewall(["lesion_gain=1.0"]), complete=True)
+    # 4 patients leave the server gallery sites for updates of (b)'s 2 photos x K = 2 surrogates
+    overrides = ["lesion_gain=1.0", "surrogates_per_photo=2"]
+    assert result["firewall"] == settings_record(compose_firewall(overrides), complete=True)
     assert compose_firewall().lesion_gain != 1.0  # so the report shows the override
     main_job = compose_run_config()
     assert result["main_job"] == {k: main_job[k] for k in result["main_job"]}
     assert {"local-epochs", "batch-size", "lr", "num-server-rounds"} <= set(result["main_job"])
     # a site trains on each photo's K surrogates, and the server inverts updates of that size
     k = result["surrogates_per_photo"]
-    assert k == compose_firewall().surrogates_per_photo
+    assert k == compose_firewall(overrides).surrogates_per_photo == 2
     for scenario, photos_a_site in (("a", 1), ("b", 2), ("d", 2)):
         got = result["scenarios"][f"{scenario}/round-1"]
         assert got["truth"]["images_in_update"] == photos_a_site
@@ -154,24 +156,27 @@ def test_the_frontier_pairs_each_settings_dice_ratio_with_its_worst_attacker(tmp
         return {"mask_source": source, "firewall": firewall, "clients": 2, "strategy": "fedavg",
                 "non_iid": non_iid, "rounds": 5, "seed": seed, "dice": [0.0, dice]}
 
-    # the shipped default is K = 2 (deid_client/firewall/conf/firewall.yaml); K = 1 is an override
+    from deid_client.firewall.config import compose_firewall, settings_record
+
+    shipped = compose_firewall()
+    k = shipped.surrogates_per_photo  # the shipped K > 1 (firewall.yaml); K = 1 is an override
+    assert k > 1
     runs = [run("truth", "", 0.2, s, 0.8) for s in (0, 1)] + [run("truth", "", 0.8, 0, 0.6)]
     runs += [run("surrogate", "surrogates_per_photo=1", 0.2, 0, 0.5),
              run("surrogate", "surrogates_per_photo=1", 0.2, 1, 0.7),
              run("surrogate", "surrogates_per_photo=1", 0.8, 0, 0.3)]
     runs += [run("surrogate", "", 0.2, 0, 0.72), run("surrogate", "", 0.8, 0, 0.45)]
-    from deid_client.firewall.config import compose_firewall, settings_record
 
     def measured(setting: str, **figures) -> dict:  # a benchmark run's record of its firewall
         record = settings_record(compose_firewall(setting.split()), complete=True)
         return figures | {"firewall_settings": record}
 
-    benchmark = measured("", reid_surrogate=0.04, worst_attacker="aware", reid_pooled2_surrogate=0.06,
-                         reid_pooled2_surrogate_dlib=0.06, reid_pooled2_surrogate_aware=0.02)
+    pooled = f"reid_pooled{k}_surrogate"  # the benchmark's record of a photo's K surrogates pooled
+    benchmark = measured("", reid_surrogate=0.04, worst_attacker="aware",
+                         **{pooled: 0.06, f"{pooled}_dlib": 0.06, f"{pooled}_aware": 0.02})
     rows = frontier.frontier({"runs": runs}, [benchmark])
-    shipped = compose_firewall()
     assert [r["setting"] for r in rows] == [
-        f"default (privacy=high, K=2, lesion_gain={shipped.lesion_gain:g})", "surrogates_per_photo=1"]
+        f"default (privacy=high, K={k}, lesion_gain={shipped.lesion_gain:g})", "surrogates_per_photo=1"]
     assert rows[1]["ratio"] == pytest.approx((0.6 / 0.8 + 0.3 / 0.6) / 2)
     assert (rows[1]["reid_surrogate"], rows[1]["worst_attacker"]) == (0.04, "aware")
     assert rows[0]["ratio"] == pytest.approx((0.72 / 0.8 + 0.45 / 0.6) / 2)
@@ -180,8 +185,8 @@ def test_the_frontier_pairs_each_settings_dice_ratio_with_its_worst_attacker(tmp
     assert frontier.privacy("privacy=low surrogates_per_photo=1", [benchmark])["reid_surrogate"] == 0.596
     with pytest.raises(ValueError, match="no privacy figures"):
         frontier.privacy("privacy=low", [benchmark])
-    with pytest.raises(ValueError, match="reid_pooled4"):
-        frontier.privacy("surrogates_per_photo=4", [benchmark])
+    with pytest.raises(ValueError, match=f"reid_pooled{k + 1}"):
+        frontier.privacy(f"surrogates_per_photo={k + 1}", [benchmark])
     for other in ("theta=3", "no_such_key=1"):  # a key the firewall lacks, too
         with pytest.raises(ValueError, match="no privacy figures|no_such_key"):
             frontier.privacy(other, [benchmark])
