@@ -30,8 +30,8 @@ sessions through the same round and inversion and compare like with like: neares
 neighbour (``inverted``) and a CNN trained on them (``inverted-cnn``); the Dice of the
 recovered masks. ``reid_worst`` is the strongest attacker's rate.
 
-    python benchmarks/update_leakage.py --json            # about 40 min on 2 cores
-    python benchmarks/update_leakage.py --json --firewall surrogates_per_photo=4 --figures outputs/k4
+    python benchmarks/update_leakage.py --json            # about 45 min on 2 cores
+    python benchmarks/update_leakage.py --json --firewall surrogates_per_photo=2 --figures outputs/k2
     python benchmarks/update_leakage.py --combine seed0.json seed1.json   # several seeds' reports
     python benchmarks/update_leakage.py --table seed0.json    # a report as the docs' table
 
