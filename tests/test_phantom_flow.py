@@ -1,6 +1,7 @@
 """The phantom rectified-flow model: prompts, pipeline, training, the shipped weights as a backend."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -30,10 +31,9 @@ from deid_client.phantom_flow import (
 )
 from deid_client.phantom_flow.captions import SEX_WORDS, SKIN_WORDS, TEMPLATE, attributes_of
 from deid_client.phantom_flow.train import render_training_set, train
-from dataclasses import replace
-
 from deid_client.firewall import Firewall
 from deid_client.firewall.config import published_edit
+from deid_client.firewall.folder import MANIFEST
 
 
 def surrogate_targets(person, count, rng, min_change=1):
@@ -433,7 +433,7 @@ def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeyp
         assert "train_images" not in arrays.files
         released = list(arrays["released"])
     (firewall_dir,) = tmp_path.glob("firewall-*")  # the gate's verdict on each of the 3 x K
-    manifest = json.loads((firewall_dir / "manifest.json").read_text())
+    manifest = json.loads((firewall_dir / MANIFEST).read_text())
     verdicts = {e["pseudonym"]: e["status"] for e in manifest["photos"]}
     assert len(verdicts) == 3 * k and set(verdicts.values()) <= {"released", "refused"}
     assert sorted(released) == sorted(name for name, status in verdicts.items() if status == "released")
