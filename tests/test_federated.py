@@ -17,6 +17,7 @@ from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
                                      DifferentialPrivacyServerSideFixedClipping, FedProx, Result)
 
 from deid_client.firewall import compose_firewall
+from deid_client.firewall.folder import MANIFEST
 from deid_client.io.images import read_image, write_image
 from deid_client.task.data import load_node_data, training_mask
 from tests.runconfig import RUN_CONFIG, data_settings
@@ -229,7 +230,7 @@ def test_a_folder_of_photos_alone_is_a_node(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         data = load_node_data(data_settings(data_dir=str(site), image_size=64), tmp_path / "cache")
     (firewall,) = (tmp_path / "cache").glob("firewall-*")
-    manifest = json.loads((firewall / "manifest.json").read_text())
+    manifest = json.loads((firewall / MANIFEST).read_text())
     k = compose_firewall().surrogates_per_photo  # each photo gives K surrogates, all trained on
     assert manifest["released"] + manifest["refused"] == 5 * k and manifest["released"] >= 3
     n = manifest["released"]  # the identity gate's refusals never reach training
