@@ -32,9 +32,10 @@ import time
 import numpy as np
 
 import _repo  # noqa: F401  (research/ from the checkout)
+from deid_client.editing.backends import load_backend
 from deid_client.firewall import Firewall
 from deid_client.firewall.config import compose_firewall
-from deid_client.phantom_flow.captions import attributes_of
+from deid_client.phantom.language import attributes_of
 from research.attributes import INFERRED, ImageAttacker, PolicyAttacker, majority, population, score
 from research.reid import photo_sessions
 
@@ -54,7 +55,7 @@ def released(firewall: Firewall, n: int, seed: int) -> tuple[list, list[dict]]:
 
 def measure(overrides: list[str], n_patients: int, n_aux: int, draws: int, epochs: int) -> dict:
     cfg = compose_firewall(overrides)
-    firewall = Firewall(cfg, cfg.model.load())
+    firewall = Firewall(cfg, load_backend(cfg.model))
     prior = population(5000, seed=PRIOR_SEED)
     started = time.perf_counter()
     policy = PolicyAttacker.simulated(cfg.prompts, prior, min_change=cfg.min_change, draws=draws,

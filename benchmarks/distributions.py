@@ -29,12 +29,15 @@ from pathlib import Path
 import numpy as np
 
 import _repo  # noqa: F401  (research/ and simulations/ from the checkout)
+from deid_client.editing.backends import load_backend
 from deid_client.firewall.config import compose_firewall
 from research.mask_scores import distribution_report
-from deid_client.figures import histogram_figure, save_figure
+from deid_client.figures import save_figure
+from research.plots import histogram_figure
+from research.firewall_probes import heal
 from deid_client.firewall.masks import a_star
 from deid_client.phantom import make_phantom
-from deid_client.phantom_flow.captions import attributes_of
+from deid_client.phantom.language import attributes_of
 from deid_client.firewall import Firewall
 
 #: The paper's figures (BC, KS) for its two pairs.
@@ -45,13 +48,13 @@ SEED = 3100  # other patients than the benchmarks' and the sweep's
 def measure(n_patients: int, overrides: list[str], size: int = 64) -> tuple[dict, dict]:
     """(the table as a dict, the pooled a* of every image kind) over ``n_patients``."""
     cfg = compose_firewall(overrides)
-    firewall = Firewall(cfg, cfg.model.load())
+    firewall = Firewall(cfg, load_backend(cfg.model))
     phantoms = [make_phantom(SEED + i, size) for i in range(n_patients)]
     rng = np.random.default_rng(SEED)
     known = [attributes_of(p.identity) for p in phantoms]
     targets = [cfg.prompts.draw_targets(a, 1, rng, min_change=cfg.min_change)[0] for a in known]
     surrogates = firewall.synthesise([p.image for p in phantoms], targets, known, progress=True)
-    healed = firewall.heal([p.image for p in phantoms], known)
+    healed = heal(firewall, [p.image for p in phantoms], known)
     pairs = {"original_vs_synthetic_healthy": [(p.image, h) for p, h in zip(phantoms, healed)],
              "surrogate_vs_twin": [(s.surrogate, s.twin) for s in surrogates],
              "original_vs_exact_healthy": [(p.image, p.twin) for p in phantoms]}

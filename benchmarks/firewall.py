@@ -42,8 +42,9 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from deid_client.editing.backends import load_backend
 from deid_client.firewall.config import compose_firewall
-from deid_client.task.data import DataConfig, phantom_partition, load_node_data
+from deid_client.task.data import DataConfig, phantom_samples, load_node_data
 from deid_client.firewall import Firewall
 
 
@@ -117,10 +118,10 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = compose_firewall(args.overrides)
-    firewall = Firewall(cfg, cfg.model.load())
+    firewall = Firewall(cfg, load_backend(cfg.model))
     backend = firewall.backend
     data = main_job_data(mask_source="surrogate")
-    samples = phantom_partition(data)[:args.photos]
+    samples = phantom_samples(data)[:args.photos]
     rng = np.random.default_rng(0)
     photos = [s.image for s in samples]
     known = [s.attributes for s in samples]

@@ -39,7 +39,7 @@ import _repo  # noqa: F401  (research/ and simulations/ from the checkout)
 from deid_client.editing.backends import backend_for
 from deid_client.firewall.config import published_edit
 from deid_client.phantom import make_phantom
-from deid_client.phantom_flow.captions import TEMPLATE
+from deid_client.phantom.language import TEMPLATE
 
 SRC, TGT = "a photo of a woman, with facial erythema", "a photo of a man, with facial erythema"
 
@@ -212,6 +212,7 @@ def firewall(backend, image, settings, twin_n_max: int, device, repeats: int) ->
     from dataclasses import replace
 
     from deid_client.firewall import Firewall, compose_firewall
+    from research.firewall_probes import judge
 
     cfg = compose_firewall(["privacy=low", "theta=5.0"])
     cfg = replace(cfg, identity=settings, twin=settings.with_overrides(n_max=twin_n_max),
@@ -220,7 +221,7 @@ def firewall(backend, image, settings, twin_n_max: int, device, repeats: int) ->
 
     def run():
         (result,) = fw.synthesise([image], [TGT])  # SRC -> TGT: the prompts encoded beforehand
-        return fw.judge(image, result)
+        return judge(fw, image, result)
 
     _reset_peak(device)
     seconds = timed(run, device, repeats)

@@ -50,17 +50,20 @@ from pathlib import Path
 import numpy as np
 
 import _repo  # noqa: F401  (research/ and simulations/ from the checkout)
+from deid_client.editing.backends import load_backend
 from deid_client.firewall.config import compose_firewall, settings_record
 from deid_client.editing.seeds import image_key
-from deid_client.figures import comparison_overlay, image_grid, mask_overlay, save_figure, tradeoff_figure
+from deid_client.figures import comparison_overlay, image_grid, mask_overlay, save_figure
+from research.plots import tradeoff_figure
+from research.firewall_probes import heal, judge
 from deid_client.io.images import write_image
 from deid_client.firewall.masks import calibrate_threshold, differential_mask, erythema_map
 from deid_client.metrics import iou
-from deid_client.phantom_flow.captions import attributes_of
+from deid_client.phantom.language import attributes_of
 from research.reid import (ATTACKERS, AwareAttacker, CnnAttacker, DlibAttacker, MimicAttacker,
                               photo_sessions, pooled)
 from deid_client.firewall import Firewall
-from deid_client.firewall.pipeline import surrogate_key
+from deid_client.firewall.firewall import surrogate_key
 
 BENCH_SEED = 2026  # patients for the figures
 SWEEP_SEED = 4242  # other patients for choosing settings, so the figures are not tuned on
@@ -169,7 +172,7 @@ def measure(overrides: list[str], cohort: Patients, n_identities: int,
              pictures: Path | None = None) -> dict:
     """Every figure for one configuration (see the module docstring)."""
     cfg = compose_firewall(overrides)
-    firewall = Firewall(cfg, cfg.model.load())
+    firewall = Firewall(cfg, load_backend(cfg.model))
     sessions, people, train_sessions = cohort.sessions, cohort.people, cohort.train_sessions
     n_patients, seed = len(people), cohort.seed
     rng = np.random.default_rng([seed, 0xDE1D])
@@ -181,7 +184,7 @@ def measure(overrides: list[str], cohort: Patients, n_identities: int,
         known = attributes_of(person)
         targets = cfg.prompts.draw_targets(known, n_identities, rng, min_change=cfg.min_change)
         started = time.perf_counter()
-        (twin,) = firewall.heal([source.image], [known])
+        (twin,) = heal(firewall, [source.image], [known])
         twin_seconds += time.perf_counter() - started
         twin_only.append(iou(differential_mask(source.image, twin, cfg.theta, min_size=cfg.min_size),
                              source.mask))
@@ -196,7 +199,7 @@ def measure(overrides: list[str], cohort: Patients, n_identities: int,
             truths.append(source.mask)
             rows.append((patient, slot, target, ious[-1]))
         released += surrogates
-        verdicts += [firewall.judge(source.image, r) for r in surrogates]
+        verdicts += [judge(firewall, source.image, r) for r in surrogates]
         if pictures is not None and patient < 8:
             tiles += _picture_row(source, twin, surrogates)
         _log(f"  patient {patient + 1}/{n_patients}: IoU "

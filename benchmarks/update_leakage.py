@@ -52,14 +52,15 @@ import numpy as np
 import torch
 
 import _repo  # noqa: F401  (research/ from the checkout)
+from deid_client.editing.backends import load_backend
 from deid_client.figures import image_grid
 from deid_client.firewall import Firewall
 from deid_client.firewall.config import FirewallConfig, settings_record
-from deid_client.firewall.pipeline import surrogate_key
+from deid_client.firewall.firewall import surrogate_key
 from deid_client.io.images import write_image
 from deid_client.metrics import dice
-from deid_client.phantom_flow.captions import attributes_of
-from deid_client.task.data import data_config
+from deid_client.phantom.language import attributes_of
+from deid_client.task.settings import node_settings
 from deid_client.task.segmentation import build_unet, round_lr, train_epochs
 from research.reid import AwareAttacker, CnnAttacker, DlibAttacker, photo_sessions
 from research.learned_inversion import (InvertedGalleryAttacker, ServerPhotos, learned_invert,
@@ -104,7 +105,7 @@ class Audit:
         self.per_photo = k = firewall.surrogates_per_photo  # what a site trains on per photo
         _log(f"firewall: {n_patients} photos, {k} surrogates each")
         # the folder batch's keys: surrogate j of a photo draws its own target and noise
-        made = Firewall(firewall, firewall.model.load())(
+        made = Firewall(firewall, load_backend(firewall.model))(
             [p for p in self.photos for _ in range(k)],
             [attributes_of(p) for p in self.people for _ in range(k)],
             keys=[surrogate_key(f"patient-{i}", j) for i in range(n_patients) for j in range(k)])
@@ -439,7 +440,7 @@ def main() -> None:
     started = time.perf_counter()
     run = compose_run_config()  # the main job's: its firewall, and (c)'s local training
     run["firewall"] = f"{run['firewall']} {args.firewall}".strip()
-    firewall = data_config(run, {}).firewall_settings()  # what a site of the main job composes
+    firewall = node_settings(run, {}).data.firewall_settings  # what a site of the main job composes
     per_photo = firewall.surrogates_per_photo
     largest = max(spec["n"] for spec in SCENARIOS.values()) * per_photo
     if args.patients < largest:  # the server's gallery sites hold as many patients as an update images

@@ -124,13 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="firewall config overrides, e.g. theta=4.0 identity.n_max=5 preset=sd35_medium")
     p.set_defaults(run=_firewall)
 
-    p = sub.add_parser("demo", help="research demo, from a checkout: phantoms -> masks -> theta* -> figures")
-    p.add_argument("-o", "--output", type=Path, default=Path("outputs/demo"))
-    p.add_argument("-n", "--images", type=_positive, default=40)
-    p.add_argument("--hospitals", type=_positive, default=2)
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=_demo)
     return parser
 
 
@@ -195,7 +188,7 @@ def _edit(args) -> int:
     import time
     from dataclasses import asdict
 
-    from deid_client.editing.backends import load_backend
+    from deid_client.editing.backends import ModelConfig, load_backend
     from deid_client.firewall.config import published_edit
     from deid_client.io.images import read_image, write_image
 
@@ -203,9 +196,9 @@ def _edit(args) -> int:
     image = read_image(args.image)  # fail fast on a bad input, before loading gigabytes
     if args.output.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise ValueError(f"{args.output}: output must end in .png, .jpg or .jpeg")
-    backend = load_backend(args.model, device=args.device, dtype=args.dtype,
-                           cpu_offload=args.cpu_offload, allow_download=args.allow_download,
-                           max_sequence_length=args.max_sequence_length)
+    backend = load_backend(ModelConfig(args.model, device=args.device, dtype=args.dtype,
+                                       cpu_offload=args.cpu_offload, allow_download=args.allow_download,
+                                       max_sequence_length=args.max_sequence_length))
     settings = published_edit(
         backend.family, args.source_prompt, args.target_prompt, seed=args.seed, steps=args.steps,
         n_max=args.n_max, n_min=args.n_min, n_avg=args.n_avg, gamma_src=args.gamma_src,
@@ -266,12 +259,18 @@ def _ingest(args) -> int:
 
 
 def _firewall(args) -> int:
+    from deid_client.editing.backends import load_backend
     from deid_client.firewall import Firewall, compose_firewall, folder_photos, run_folder
     from deid_client.firewall.folder import not_photos
     from deid_client.io.pseudonyms import load_site_secret
 
     if not args.data_dir.is_dir():
         raise ValueError(f"{args.data_dir}: not a folder")
+    data_dir, out = args.data_dir.resolve(), args.output.resolve()
+    if out == data_dir or out in data_dir.parents:
+        # its masks/ would land among the site's own, where a node reads reference masks
+        raise ValueError(f"-o {args.output}: the output folder must not be the photo folder "
+                         f"{args.data_dir} or hold it; choose a folder of its own")
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         raise ValueError(f"{bad[0]!r}: overrides are KEY=VALUE (e.g. theta=4.0)")
@@ -289,7 +288,7 @@ def _firewall(args) -> int:
     if not photos:
         raise ValueError(f"{args.data_dir}: no photos ({', '.join(IMAGE_SUFFIXES)})")
     _quiet_libraries()
-    report = run_folder(Firewall(cfg, cfg.model.load()), photos, args.output, secret=secret)
+    report = run_folder(Firewall(cfg, load_backend(cfg.model)), photos, args.output, secret=secret)
     for label, error in report.errors:
         print(f"deid-client: skipped: {error if error.startswith(label) else f'{label}: {error}'}",
               file=sys.stderr)
@@ -299,21 +298,6 @@ def _firewall(args) -> int:
     return EXIT_PARTIAL if report.errors else 0
 
 
-def _research(module: str):
-    """A module of the repository's research code, which the wheel does not carry: from
-    the import path, else from a checkout in the working folder."""
-    import importlib
-
-    checkout = Path.cwd()
-    if (checkout / "research" / "__init__.py").is_file() and str(checkout) not in sys.path:
-        sys.path.append(str(checkout))
-    try:
-        return importlib.import_module(f"research.{module}")
-    except ImportError:
-        raise ValueError(f"`deid-client {module}` is research code: run it in a checkout of the "
-                         f"repository (research/ is not installed with the package)") from None
-
-
 def _quiet_libraries() -> None:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
@@ -321,15 +305,6 @@ def _quiet_libraries() -> None:
     diffusers_logging.set_verbosity_error()
     diffusers_logging.disable_progress_bar()  # loading a pipeline is not the work
     transformers_logging.set_verbosity_error()
-
-
-def _demo(args) -> int:
-    run_demo = _research("demo").run_demo
-
-    summary = run_demo(args.output, n_images=args.images, n_hospitals=args.hospitals,
-                       size=args.size, seed=args.seed)
-    print(json.dumps({k: v for k, v in summary.items() if k != "per_image_iou"}, indent=2))
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,9 +37,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from scipy.stats import binomtest
 
-from deid_client.firewall.prompts import Attributes, PromptTemplate
+from deid_client.editing.prompts import Attributes, PromptTemplate
 from deid_client.phantom import sample_identity
-from deid_client.phantom_flow.captions import attributes_of
+from deid_client.phantom.language import attributes_of
 from research.reid import identify, train_reid
 
 __all__ = ["population", "majority", "PolicyAttacker", "ImageAttacker", "score", "INFERRED"]

@@ -1,16 +1,21 @@
-"""The phantom demo (`deid-client demo`): phantom cohort -> differential masks -> theta* -> figures."""
+"""The phantom demo: phantom cohort -> differential masks -> theta* -> figures.
+
+    python -m research.demo -o outputs/demo
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
 
 from research.mask_scores import distribution_report, score_phantom_masks
-from deid_client.figures import (comparison_overlay, figure_to_array, heatmap_figure, histogram_figure,
-                                 image_grid, mask_overlay)
+from deid_client.figures import comparison_overlay, figure_to_array, heatmap_figure, image_grid, mask_overlay
 from deid_client.io.images import atomic_write_bytes, write_image
-from deid_client.firewall.masks import a_star, erythema_map, naive_mask, threshold_mask
+from deid_client.firewall.masks import a_star, erythema_map, threshold_mask
+from research.mask_sources import naive_mask
+from research.plots import histogram_figure
 from deid_client.phantom import plan_cohort, write_cohort
 
 __all__ = ["run_demo"]
@@ -56,3 +61,21 @@ def run_demo(
         range=(0, 40), title="a* inside the face, first case")))
     atomic_write_bytes(root / "summary.json", json.dumps(summary, indent=2).encode())
     return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m research.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", type=Path, default=Path("outputs/demo"))
+    parser.add_argument("-n", "--images", type=int, default=40)
+    parser.add_argument("--hospitals", type=int, default=2)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    summary = run_demo(args.output, n_images=args.images, n_hospitals=args.hospitals, size=args.size,
+                       seed=args.seed)
+    print(json.dumps({k: v for k, v in summary.items() if k != "per_image_iou"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

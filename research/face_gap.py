@@ -49,7 +49,7 @@ from torch import nn
 
 from deid_client.firewall.masks import carry_lesion, differential_mask
 from deid_client.firewall.folder import read_outputs
-from deid_client.task.data import DataConfig, load_node_data, phantom_partition
+from deid_client.task.data import DataConfig, load_node_data, phantom_samples
 from deid_client.task.segmentation import build_unet, round_lr, score, train_epochs
 
 __all__ = ["VARIANTS", "Site", "study_run_config", "sites", "lesion_mix", "Standardised", "fedavg",
@@ -72,7 +72,7 @@ class Site:
             self.twins = read_outputs(cache_dir / f"firewall-{key}", names, "healthy")
         self.eval_images, self.eval_masks = data.eval_images, data.eval_masks
         # the site's own training photos (never trained on): what it can adapt statistics to
-        self.originals = np.stack([p.image for p in phantom_partition(config)[:-len(data.eval_images)]])
+        self.originals = np.stack([p.image for p in phantom_samples(config)[:-len(data.eval_images)]])
 
 
 def study_run_config(*overrides: str) -> dict:
@@ -88,9 +88,9 @@ def sites(run: dict, num_sites: int, cache_dir: Path) -> list[Site]:
 
 
 def _config(run: dict, partition: int, num_sites: int, **changes) -> DataConfig:
-    from deid_client.task.data import data_config
+    from deid_client.task.settings import node_settings
 
-    return data_config(run | changes, {"partition-id": partition, "num-partitions": num_sites})
+    return node_settings(run | changes, {"partition-id": partition, "num-partitions": num_sites}).data
 
 
 def lesion_mix(site: Site, theta: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +238,7 @@ def main() -> None:
                                    f"simulation.num_clients={args.sites}", f"data.firewall='{args.firewall}'",
                                    *args.override)
             here = sites(run, args.sites, args.cache_dir)
-            photos = [p for s in range(args.sites) for p in phantom_partition(_config(run, s, args.sites))]
+            photos = [p for s in range(args.sites) for p in phantom_samples(_config(run, s, args.sites))]
             measured = {
                 "surrogates": lesion_contrast(np.concatenate([s.images for s in here]),
                                               np.concatenate([s.masks for s in here]),
@@ -253,7 +253,7 @@ def main() -> None:
         run = study_run_config(f"data.non_iid={non_iid}", f"data.seed={seed}", "simulation.num_clients=2",
                                f"data.firewall='{args.firewall}'", f"data.mask_source={args.mask_source}",
                                *args.override)
-        theta = _config(run, 0, 2).firewall_settings().theta
+        theta = _config(run, 0, 2).firewall_settings.theta
         make_pairs, wrap = VARIANTS[name]
         rng = np.random.default_rng([seed, 0xFACE])
         here = sites(run, 2, args.cache_dir)
@@ -262,7 +262,7 @@ def main() -> None:
         test = []
         for cohort in range(args.test_cohorts):
             photos = [p for part in range(2)
-                      for p in phantom_partition(_config(run | {"seed": 1000 + 10 * seed + cohort}, part, 2))]
+                      for p in phantom_samples(_config(run | {"seed": 1000 + 10 * seed + cohort}, part, 2))]
             images = np.stack([p.image for p in photos])
             test.append((images, np.stack([p.truth for p in photos]), images))
         started = time.perf_counter()

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deid_client.firewall.masks import a_star, calibrate_threshold, erythema_map, naive_mask, per_image_iou
-from deid_client.metrics import bhattacharyya, histogram, iou, ks_statistic
+from deid_client.firewall.masks import a_star, calibrate_threshold, erythema_map, per_image_iou
+from deid_client.metrics import iou
+from research.mask_sources import naive_mask
+from research.statistics import bhattacharyya, histogram, ks_statistic
 from deid_client.phantom import Phantom
 
 __all__ = ["score_phantom_masks", "distribution_report"]

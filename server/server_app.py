@@ -8,8 +8,8 @@ import time
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from deid_client.task.privacy import dp_mode
 from deid_client.task.segmentation import unet_for
+from deid_client.task.settings import run_settings
 
 from .history import RunRecorder
 from .rounds import RunFailed
@@ -21,12 +21,12 @@ log = logging.getLogger(__name__)
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    cfg = context.run_config
-    recorder = RunRecorder(str(cfg["output-dir"]))
-    total_rounds = int(cfg["num-server-rounds"])
+    run = run_settings(context.run_config)
+    recorder = RunRecorder(run.output_dir)
+    total_rounds = run.num_server_rounds
     resumed = recorder.resume()
     if resumed is None:
-        done, state = 0, unet_for(cfg, seed=int(cfg["seed"])).state_dict()
+        done, state = 0, unet_for(run.unet, seed=run.seed).state_dict()
     else:
         done, state = resumed
         log.warning("resuming from %s after round %d", recorder.checkpoint, done)
@@ -34,12 +34,9 @@ def main(grid: Grid, context: Context) -> None:
         log.warning("all %d rounds were already done; nothing to run", total_rounds)
         return
     strategy = make_strategy(
-        str(cfg["strategy"]), model_shapes={k: tuple(v.shape) for k, v in state.items()},
-        min_nodes=int(cfg["min-nodes"]), fraction_train=float(cfg["fraction-train"]),
-        proximal_mu=float(cfg["proximal-mu"]), dp=dp_mode(cfg),
-        dp_noise_multiplier=float(cfg["dp-noise"]), dp_clipping_norm=float(cfg["dp-clipping-norm"]),
-        dp_epsilon=float(cfg["dp-epsilon"]), dp_delta=float(cfg["dp-delta"]),
-        max_failed_rounds=int(cfg["max-failed-rounds"]))
+        run.strategy, model_shapes={k: tuple(v.shape) for k, v in state.items()},
+        min_nodes=run.min_nodes, fraction_train=run.fraction_train, proximal_mu=run.proximal_mu,
+        dp=run.dp, max_failed_rounds=run.max_failed_rounds)
     if strategy.ledger is not None:  # a resumed run has spent privacy already
         for entry in recorder.history():
             if entry["round"] <= done and "dp_noise_multiplier" in entry:
@@ -74,7 +71,7 @@ def main(grid: Grid, context: Context) -> None:
     strategy.start(
         grid=grid, initial_arrays=ArrayRecord(state), num_rounds=total_rounds - done,
         # the client places each round in the whole run (a resumed run continues its lr schedule)
-        train_config=ConfigRecord({"lr": float(cfg["lr"]), "rounds-done": done,
+        train_config=ConfigRecord({"lr": run.train.lr, "rounds-done": done,
                                    "num-server-rounds": total_rounds}),
         evaluate_fn=checkpoint)
     rounds = record()
@@ -88,7 +85,7 @@ def main(grid: Grid, context: Context) -> None:
                     entry.get("train_loss", float("nan")), entry.get("eval_dice", float("nan")),
                     entry.get("eval_iou", float("nan")))
     if strategy.stopped:
-        raise RunFailed(f"{len(strategy.failed_rounds)} rounds had fewer than {cfg['min-nodes']} "
-                        f"successful replies (max-failed-rounds = {cfg['max-failed-rounds']}); "
+        raise RunFailed(f"{len(strategy.failed_rounds)} rounds had fewer than {run.min_nodes} "
+                        f"successful replies (max-failed-rounds = {run.max_failed_rounds}); "
                         f"the last good model is in {recorder.root / 'final_model.pt'}; "
                         f"each node's error is in history.json")

@@ -1,5 +1,5 @@
 """Strategies by name: FedAvg (default), FedProx, and Flower's differential-privacy
-wrappers by the run config's ``dp`` mode (``deid_client.task.privacy``)."""
+wrappers by the run config's ``dp`` mode (``deid_client.task.dp``)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from deid_client.task.privacy import local_noise_multiplier
+from deid_client.task.dp import DpConfig, local_noise_multiplier
 
 from .contract import ContractGuard
-from .privacy import PrivacyLedger
+from .ledger import PrivacyLedger
 from .rounds import RoundKeeper
 
 __all__ = ["make_strategy", "STRATEGIES"]
@@ -64,24 +64,21 @@ def make_strategy(
     model_shapes: dict[str, tuple[int, ...]],
     min_nodes: int = 2,
     fraction_train: float = 1.0,
-    proximal_mu: float = 0.01,
-    dp: str = "off",
-    dp_noise_multiplier: float = 0.0,
-    dp_clipping_norm: float = 10.0,
-    dp_epsilon: float = 10.0,
-    dp_delta: float = 1e-5,
+    proximal_mu: float = 0.0,
+    dp: DpConfig | None = None,
     max_failed_rounds: int = 2,
 ) -> Strategy:
     """A strategy whose outermost layer is the privacy guard, then the round keeper
     (``server.rounds``: a round with fewer than ``min_nodes`` good replies keeps the
     model; ``max_failed_rounds`` of them stop the run), then the privacy ledger.
-    ``dp`` (``deid_client.task.privacy``): ``central`` wraps FedAvg/FedProx in Flower's server-side
-    fixed clipping, ``client`` in its client-side one (the ClientApp clips), both with
-    noise multiplier ``dp_noise_multiplier``; ``local`` noise is the ClientApp's
-    (``dp_epsilon``, ``dp_delta`` per round). Any mode but ``off`` accounts at ``dp_delta``."""
+    ``dp`` (``deid_client.task.dp``; ``None``: off): ``central`` wraps FedAvg/FedProx in Flower's
+    server-side fixed clipping, ``client`` in its client-side one (the ClientApp clips), both
+    with noise multiplier ``dp.noise``; ``local`` noise is the ClientApp's (``dp.epsilon``,
+    ``dp.delta`` per round). Any mode but ``off`` accounts at ``dp.delta``."""
+    mode = "off" if dp is None else dp.mode
     common = dict(fraction_train=fraction_train, min_train_nodes=min_nodes,
                   min_evaluate_nodes=min_nodes, min_available_nodes=min_nodes)
-    wrapped = dp in ("central", "client")
+    wrapped = mode in ("central", "client")
     if name == "fedavg":
         strategy = (FedAvg if wrapped else GuardedFedAvg)(**common)
     elif name == "fedprox":
@@ -89,12 +86,12 @@ def make_strategy(
     else:
         raise ValueError(f"strategy must be one of {STRATEGIES}, not {name!r}")
     if wrapped:
-        wrapper = GuardedDPFixedClipping if dp == "central" else GuardedDPClientClipping
-        strategy = wrapper(strategy, noise_multiplier=dp_noise_multiplier, clipping_norm=dp_clipping_norm,
+        wrapper = GuardedDPFixedClipping if mode == "central" else GuardedDPClientClipping
+        strategy = wrapper(strategy, noise_multiplier=dp.noise, clipping_norm=dp.clipping_norm,
                            num_sampled_clients=min_nodes)
-    if dp != "off":
-        noise = local_noise_multiplier(dp_epsilon, dp_delta) if dp == "local" else dp_noise_multiplier
-        strategy.ledger = PrivacyLedger(dp, noise, dp_delta)
+    if mode != "off":
+        noise = local_noise_multiplier(dp.epsilon, dp.delta) if mode == "local" else dp.noise
+        strategy.ledger = PrivacyLedger(mode, noise, dp.delta)
     strategy.dp_spent = {}
     strategy.model_shapes = model_shapes
     strategy.violations = []

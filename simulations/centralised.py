@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deid_client.task.data import data_config
+from deid_client.task.settings import node_settings
 from deid_client.task.data import load_node_data
 from deid_client.task.segmentation import build_unet, round_lr, score, train_epochs
 
@@ -27,7 +27,7 @@ def train_centralised(run_config: dict, *, num_sites: int, cache_dir: str | Path
     one model for ``num-server-rounds`` rounds, and write ``history.json`` into
     ``run_config["output-dir"]``; returns its rounds."""
     cfg = run_config
-    sites = [load_node_data(data_config(cfg, {"partition-id": p, "num-partitions": num_sites}), cache_dir)
+    sites = [load_node_data(node_settings(cfg, {"partition-id": p, "num-partitions": num_sites}).data, cache_dir)
              for p in range(num_sites)]
     images = np.concatenate([s.train_images for s in sites])
     masks = np.concatenate([s.train_masks for s in sites])

@@ -23,28 +23,23 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from deid_client.task.data import data_config
+from deid_client.task.settings import node_settings
 
 from .centralised import train_centralised
+from .defaults import GROUP_KEYS
 from .engine import run_simulation
 from .study import firewall_record
 
 RESULT = "result.json"
 
 
-#: The Hydra groups whose keys are run-config keys, by rule: snake_case here, kebab-case in
-#: ``[tool.flwr.app.config]``, and a group's ``name`` is the key named after the group
-#: (``strategy: {name: fedprox}`` is ``strategy = "fedprox"``).
-RUN_CONFIG_GROUPS = ("segmentation", "data", "strategy")
-
-
 def run_config(cfg: DictConfig, output_dir: Path) -> dict:
     """The Flower run config (``[tool.flwr.app.config]`` keys) for this Hydra config: the
-    groups' keys by :data:`RUN_CONFIG_GROUPS`' rule, and what the simulation itself decides
+    groups' keys by ``simulations.defaults``' rule, and what the simulation itself decides
     (rounds, how many nodes a round needs, where the outputs go)."""
     settings = {"num-server-rounds": cfg.simulation.rounds, "min-nodes": cfg.simulation.num_clients,
                 "output-dir": str(output_dir)}
-    for group in RUN_CONFIG_GROUPS:
+    for group in GROUP_KEYS:
         for key, value in cfg[group].items():
             settings[group if key == "name" else key.replace("_", "-")] = value
     return settings
@@ -71,10 +66,10 @@ def run_identity(settings: dict, num_clients: int) -> dict:
     settings the installed package resolves (``DataConfig.key``), so a result made under
     another default is not taken for this run's. A run through the firewall (``surrogate``)
     also records those settings, for the study's labels (``simulations.study``)."""
-    data = data_config(settings, {"num-partitions": num_clients})
+    data = node_settings(settings, {"num-partitions": num_clients}).data
     identity = {"run_config": settings, "data_key": data.key()}
     if data.mask_source == "surrogate":  # the one mask source that runs the firewall
-        identity["firewall_settings"] = firewall_record(data.firewall_settings())
+        identity["firewall_settings"] = firewall_record(data.firewall_settings)
     return identity
 
 

@@ -4,7 +4,8 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
-from deid_client.task.data import DataConfig, data_config
+from deid_client.task.data import DataConfig
+from deid_client.task.settings import node_settings
 
 RUN_CONFIG = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
                            )["tool"]["flwr"]["app"]["config"]
@@ -12,4 +13,4 @@ RUN_CONFIG = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.
 
 def data_settings(**fields) -> DataConfig:
     """A node's ``DataConfig`` with the run config's defaults, and ``fields`` changed."""
-    return dataclasses.replace(data_config(RUN_CONFIG, {}), **fields)
+    return dataclasses.replace(node_settings(RUN_CONFIG, {}).data, **fields)

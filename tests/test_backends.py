@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from deid_client.editing.backends import ModelNotFoundError, backend_for, load_backend
+from deid_client.editing.backends import ModelConfig, ModelNotFoundError, backend_for, load_backend
 from deid_client.cli import main
 from deid_client.editing.flowedit import flowedit
 from deid_client.firewall.config import published_edit
@@ -175,7 +175,7 @@ def test_edit_cli_end_to_end(saved, kind, tmp_path, capsys):
 
 
 def test_loaded_backend_matches_in_memory_pipeline(saved, image):
-    loaded = load_backend(saved["sd3"], max_sequence_length=16)
+    loaded = load_backend(ModelConfig(str(saved["sd3"]), max_sequence_length=16))
     fresh = backend_for(tiny_sd3_pipeline(), max_sequence_length=16)
     settings = published_edit(fresh.family, SRC, TGT, steps=5, n_max=3)
     assert np.array_equal(loaded.edit(image, settings), fresh.edit(image, settings))
@@ -189,7 +189,7 @@ def test_loaded_backend_matches_in_memory_pipeline(saved, image):
 def test_missing_model_is_one_clear_line(model, message, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(ModelNotFoundError, match=message):
-        load_backend(model)
+        load_backend(ModelConfig(str(model)))
     source = tmp_path / "in.png"
     write_image(source, np.zeros((32, 32, 3), np.uint8))
     code = main(["edit", str(source), "--model", model, "--source-prompt", "a", "--target-prompt",
@@ -201,4 +201,4 @@ def test_missing_model_is_one_clear_line(model, message, tmp_path, capsys, monke
 
 def test_folder_that_is_not_a_pipeline(tmp_path):
     with pytest.raises(ModelNotFoundError, match="model_index.json"):
-        load_backend(tmp_path)
+        load_backend(ModelConfig(str(tmp_path)))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from deid_client.cli import main
-from deid_client.io.images import read_image
+from deid_client.io.images import read_image, write_image
 from tests.metadata import metadata_in
 
 
@@ -109,5 +109,19 @@ def test_mask_of_bad_file_is_one_line(tmp_path, capsys):
 def test_console_script_is_installed():
     exe = shutil.which("deid-client") or f"{sys.executable} -m deid_client.cli"
     done = subprocess.run([*exe.split(), "--help"], capture_output=True, text=True, check=True)
-    for command in ("phantom", "mask", "calibrate", "ingest", "demo"):
+    for command in ("phantom", "mask", "calibrate", "ingest"):
         assert command in done.stdout
+
+
+@pytest.mark.parametrize("output", [".", ".."])
+def test_the_firewall_refuses_to_write_into_the_photo_folder(tmp_path, capsys, output):
+    """Its masks/ would sit beside the site's reference masks/, and a node would read them
+    as the site's own: an output equal to the photo folder, or holding it, is a usage error
+    and nothing is written."""
+    site = tmp_path / "derm"
+    (site / "images").mkdir(parents=True)
+    write_image(site / "images" / "a.png", np.zeros((32, 32, 3), np.uint8))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = main(["firewall", str(site), "-o", str(site / output), "--secret-file", str(tmp_path / "s")])
+    assert code == 2 and "must not be the photo folder" in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

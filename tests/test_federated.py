@@ -19,7 +19,8 @@ from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
 from deid_client.firewall import compose_firewall
 from deid_client.firewall.folder import MANIFEST
 from deid_client.io.images import read_image, write_image
-from deid_client.task.data import load_node_data, training_mask
+from deid_client.task.data import load_node_data
+from deid_client.task.dp import DpConfig
 from tests.runconfig import RUN_CONFIG, data_settings
 from deid_client.phantom import make_phantom
 from deid_client.task.segmentation import build_unet, score, train_epochs
@@ -151,7 +152,8 @@ def test_strategy_choices(model_state):
     assert isinstance(make_strategy("fedprox", model_shapes=shapes, proximal_mu=0.1), FedProx)
     for mode, wrapper in (("central", DifferentialPrivacyServerSideFixedClipping),
                           ("client", DifferentialPrivacyClientSideFixedClipping)):
-        dp = make_strategy("fedavg", model_shapes=shapes, dp=mode, dp_noise_multiplier=0.5, min_nodes=1)
+        dp = make_strategy("fedavg", model_shapes=shapes, min_nodes=1,
+                           dp=DpConfig(mode, noise=0.5, clipping_norm=10.0, epsilon=10.0, delta=1e-5))
         assert isinstance(dp, wrapper)
         # With DP on, the guard is the outermost layer: a leaking reply (extra image array) is
         # dropped before DP clipping or noise ever handles its arrays, and spends nothing.
@@ -178,18 +180,6 @@ def test_node_data_is_prepared_once_and_cached(tmp_path):
     other = data_settings(partition_id=0, num_partitions=2, images_per_client=8, image_size=64)
     assert not np.array_equal(load_node_data(other, tmp_path).train_images[:1],
                               first.train_images[:1])
-
-
-def test_mask_sources_differ_as_designed():
-    p = make_phantom(4, 192)
-    oracle = training_mask(p.image, p.twin, p.mask, "oracle", 5.0)
-    naive = training_mask(p.image, p.twin, p.mask, "naive", 5.0)
-    truth = training_mask(p.image, p.twin, p.mask, "truth", 5.0)
-    assert np.array_equal(truth, p.mask)
-    assert (oracle & p.mask).sum() / (oracle | p.mask).sum() > 0.85
-    assert (naive & p.mask).sum() / (naive | p.mask).sum() < 0.5
-    with pytest.raises(ValueError, match="mask-source"):
-        data_settings(mask_source="magic")
 
 
 def test_folder_data_for_a_real_site(tmp_path):

@@ -8,11 +8,11 @@ from deid_client.figures import (
     comparison_overlay,
     figure_to_array,
     heatmap_figure,
-    histogram_figure,
     image_grid,
     mask_overlay,
     save_figure,
 )
+from research.plots import histogram_figure
 from tests.metadata import metadata_in
 
 

@@ -14,12 +14,13 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from deid_client.editing.backends import load_backend
 from deid_client.cli import main
 from deid_client.firewall.config import compose_firewall
 from deid_client.firewall.folder import MANIFEST, OUTPUTS
 from deid_client.phantom import sample_identity
-from deid_client.phantom_flow.captions import attributes_of, prompt_for
-from deid_client.firewall.prompts import PromptTemplate
+from deid_client.phantom.language import attributes_of, prompt_for
+from deid_client.editing.prompts import PromptTemplate
 from tests.metadata import metadata_in
 
 PATIENT = "Jane Q. Patient"  # written into a photo's EXIF: must appear nowhere in the outputs
@@ -210,7 +211,7 @@ def test_a_photo_without_a_face_is_refused_without_new_draws(tmp_path):
     from deid_client.firewall import Firewall, Photo, run_folder
 
     cfg = compose_firewall(["gate.retries=2", "identity.n_max=0", "identity.n_min=0"])
-    backend = cfg.model.load()
+    backend = load_backend(cfg.model)
     firewall = Firewall(cfg, backend)
     calls = []
     edit_batch = backend.edit_batch
@@ -230,7 +231,7 @@ def test_gate_retries_draw_new_noise_not_a_new_target():
     from deid_client.firewall import Firewall
 
     cfg = compose_firewall(["gate.retries=2", "identity.n_max=0", "identity.n_min=0"])
-    firewall = Firewall(cfg, cfg.model.load())
+    firewall = Firewall(cfg, load_backend(cfg.model))
     face = skdata.astronaut()[20:276:4, 130:386:4]
     keys = [f"photo-{i}" for i in range(6)]
     results = firewall([face] * len(keys), keys=keys)
@@ -249,13 +250,13 @@ def test_a_photos_surrogates_share_one_look_at_the_patient(tmp_path, monkeypatch
     cfg = compose_firewall(["gate.retries=1", "identity.n_max=0", "identity.n_min=0",
                             "surrogates_per_photo=3"])
     faces = [Photo(lambda c=c: skdata.astronaut()[20:276:4, c:c + 256:4], f"{c}.png") for c in (120, 130)]
-    report = run_folder(Firewall(cfg, cfg.model.load()), faces, tmp_path / "out", progress=False)
+    report = run_folder(Firewall(cfg, load_backend(cfg.model)), faces, tmp_path / "out", progress=False)
     assert len(report.refused) == 6  # each surrogate judged (the patient unchanged: refused)
     assert len(looks) == 2
     # the photo is known by its pixels, not by which array holds them
     looks.clear()
     face = faces[0].load()
-    results = Firewall(cfg, cfg.model.load())([face, face.copy()], keys=["a", "a/1"])
+    results = Firewall(cfg, load_backend(cfg.model))([face, face.copy()], keys=["a", "a/1"])
     assert len(results) == 2 and len(looks) == 1
 
 

@@ -45,7 +45,7 @@ def test_the_wheel_runs_the_firewall_outside_the_repository(tmp_path):
     Path(site, "borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DEID_PHANTOM_WEIGHTS")}
     env["PYTHONNOUSERSITE"] = "1"
-    where = subprocess.run([str(python), "-c", "import deid_client, deid_client.phantom_flow as p; "
+    where = subprocess.run([str(python), "-c", "import deid_client, deid_client.phantom.model as p; "
                             "print(deid_client.__file__); print(p.phantom_weights_dir())"],
                            cwd=tmp_path, env=env, capture_output=True, text=True)
     assert where.returncode == 0, where.stderr[-2000:]

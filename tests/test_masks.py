@@ -12,10 +12,10 @@ from deid_client.firewall.masks import (
     differential_mask,
     erythema_map,
     iou_curve,
-    naive_mask,
     threshold_mask,
 )
 from deid_client.metrics import iou
+from research.mask_sources import naive_mask
 from deid_client.phantom import plan_cohort, render_case
 
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from deid_client.metrics import bhattacharyya, dice, histogram, iou, ks_statistic
+from deid_client.metrics import dice, iou
+from research.statistics import bhattacharyya, histogram, ks_statistic
 
 
 def test_iou_and_dice_known_values():

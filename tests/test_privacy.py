@@ -8,9 +8,10 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, MetricRecord, RecordDict
 
-from deid_client.task.privacy import dp_mod, dp_mode, local_noise_multiplier
+from deid_client.task.dp import dp_mod, local_noise_multiplier
 from deid_client.task.segmentation import unet_for
-from server.privacy import PrivacyLedger
+from deid_client.task.settings import run_settings
+from server.ledger import PrivacyLedger
 from simulations.engine import run_simulation
 from tests.runconfig import RUN_CONFIG
 
@@ -22,17 +23,17 @@ from tests.runconfig import RUN_CONFIG
 ])
 def test_a_wrong_dp_setting_is_a_one_line_error(config, error):
     with pytest.raises(ValueError, match=error):
-        dp_mode(config)
+        run_settings({**RUN_CONFIG, **config})
 
 
 def test_an_unquoted_off_is_off():
-    assert dp_mode({"dp": False}) == "off"
+    assert run_settings({**RUN_CONFIG, "dp": False}).dp.mode == "off"
 
 
 def test_a_private_model_has_no_batch_statistics_to_leak():
     """BatchNorm's running means are averages over a site's photos outside any clipping."""
-    plain = unet_for(RUN_CONFIG)
-    private = unet_for({**RUN_CONFIG, "dp": "local"})
+    plain = unet_for(run_settings(RUN_CONFIG).unet)
+    private = unet_for(run_settings({**RUN_CONFIG, "dp": "local"}).unet)
     assert any("running_mean" in k for k in plain.state_dict())
     assert all(k in dict(private.named_parameters()) for k in private.state_dict())
     assert sum(p.numel() for p in private.parameters()) == sum(p.numel() for p in plain.parameters())

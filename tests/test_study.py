@@ -125,10 +125,11 @@ def test_cells_that_differ_only_by_firewall_overrides_stay_apart(tmp_path):
 
 
 def test_every_mask_source_has_its_place_in_the_figure():
-    from deid_client.task.data import MASK_SOURCES
+    from deid_client.task.data import SURROGATE
+    from research.mask_sources import SOURCES
     from simulations.study import SOURCE_COLOURS
 
-    assert sorted(SOURCE_COLOURS) == sorted(MASK_SOURCES)
+    assert sorted(SOURCE_COLOURS) == sorted([SURROGATE, *SOURCES])
 
 
 def test_a_result_made_under_another_firewall_default_is_not_this_runs(tmp_path, monkeypatch):
@@ -139,7 +140,8 @@ def test_a_result_made_under_another_firewall_default_is_not_this_runs(tmp_path,
     from hydra import compose, initialize_config_dir
 
     from deid_client.firewall import compose_firewall
-    from deid_client.task.data import DataConfig, data_config
+    from deid_client.task.data import DataConfig
+    from deid_client.task.settings import node_settings
     from simulations.run import already_done, run_config, run_identity
     from simulations.study import firewall_record
 
@@ -156,13 +158,13 @@ def test_a_result_made_under_another_firewall_default_is_not_this_runs(tmp_path,
     assert recorded["surrogates_per_photo"] == compose_firewall().surrogates_per_photo
     assert "firewall_settings" not in run_identity(settings | {"mask-source": "oracle"}, 2)
 
-    shipped = DataConfig.firewall_settings
+    shipped = DataConfig.firewall_settings.func
     monkeypatch.setattr(DataConfig, "firewall_settings",
-                        lambda self: dataclasses.replace(shipped(self), theta=shipped(self).theta + 1))
+                        property(lambda self: dataclasses.replace(shipped(self), theta=shipped(self).theta + 1)))
     assert run_identity(settings, 2)["run_config"] == json.loads(result.read_text())["run_config"]
     assert not already_done(result, run_identity(settings, 2))
     assert run_identity(settings, 2)["firewall_settings"]["theta"] == shipped(
-        data_config(settings, {"num-partitions": 2})).theta + 1
+        node_settings(settings, {"num-partitions": 2}).data).theta + 1
 
 
 def test_the_simulation_defaults_are_the_flower_apps_defaults(tmp_path):

@@ -23,15 +23,15 @@ from typing import Any, Literal, get_args
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from deid_client.editing.backends import EditSettings
+from deid_client.editing.backends import EditSettings, ModelConfig
 from deid_client.firewall.gate import GateConfig
-from deid_client.firewall.prompts import PromptTemplate
+from deid_client.editing.prompts import PromptTemplate
 from deid_client.io.files import first_line
 
-__all__ = ["ModelConfig", "FirewallConfig", "TwinFrom", "TWIN_FROM", "Lesion", "LESIONS", "config_dir",
+__all__ = ["FirewallConfig", "TwinFrom", "TWIN_FROM", "Lesion", "LESIONS", "config_dir",
            "compose_firewall", "published_edit", "settings_record", "ADDED_SETTINGS"]
 
-#: What the twin edit heals (``deid_client.firewall.pipeline``).
+#: What the twin edit heals (``deid_client.firewall.firewall``).
 TwinFrom = Literal["patient", "surrogate"]
 TWIN_FROM: tuple[str, ...] = get_args(TwinFrom)
 #: Where the surrogate's lesion comes from.
@@ -45,25 +45,6 @@ def config_dir() -> Iterator[Path]:
     """The firewall's ``conf/`` folder as a real path (for Hydra), while in the ``with``."""
     with importlib.resources.as_file(importlib.resources.files(__package__) / _CONF) as path:
         yield Path(path)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Which pipeline to load and how (see ``deid_client.editing.backends.load_backend``)."""
-
-    id: str
-    device: str | None = None
-    dtype: str | None = None
-    cpu_offload: bool = False
-    allow_download: bool = False
-    max_sequence_length: int = 256
-
-    def load(self):
-        from deid_client.editing.backends import load_backend
-
-        return load_backend(self.id, device=self.device, dtype=self.dtype,
-                            cpu_offload=self.cpu_offload, allow_download=self.allow_download,
-                            max_sequence_length=self.max_sequence_length)
 
 
 @dataclass(frozen=True)

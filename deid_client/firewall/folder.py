@@ -9,7 +9,7 @@ name), and the settings used; ``OUT_DIR/contact_sheet.png`` is for the site's ow
 (``deid_client.firewall.report``).
 
 Photos are taken in their given order, ``batch_size`` per model call, through one
-:class:`~deid_client.firewall.pipeline.Firewall`. A batch is done when all of its photos
+:class:`~deid_client.firewall.firewall.Firewall`. A batch is done when all of its photos
 are in the manifest; a rerun (after a crash, a ``SIGKILL``, or to add photos) redoes only
 unfinished batches, with the same members, so its outputs are byte for byte those of an
 uninterrupted run. A node's data preparation (``deid_client.task.data``) runs the same
@@ -31,8 +31,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from deid_client.editing.seeds import image_key
-from deid_client.firewall.pipeline import Firewall, Result, surrogate_key
-from deid_client.firewall.prompts import Attributes
+from deid_client.firewall.firewall import Firewall, Result, surrogate_key
+from deid_client.editing.prompts import Attributes
 from deid_client.firewall.config import settings_record
 from deid_client.firewall.report import CONTACT_SHEET, contact_sheet
 from deid_client.io.files import USER_ERRORS, first_line
@@ -53,7 +53,7 @@ _SHEET_ROWS = 12
 class Photo:
     """One photo to protect: ``load()`` gives it as uint8 RGB (or raises a user error);
     ``label`` names it in error lines on the site's console only; ``attributes`` is
-    what is known of the patient (see ``deid_client.firewall.prompts``), if anything."""
+    what is known of the patient (see ``deid_client.editing.prompts``), if anything."""
 
     load: Callable[[], np.ndarray]
     label: str = ""

@@ -11,7 +11,7 @@ Resolution is not de-identification: a face shrunk to 64 px and enlarged again i
 the surrogate at (or the lower of the two), so that blur never counts as a change of
 identity. Both the surrogate and its healthy twin are compared with the patient's photo,
 and the nearer of the two decides. A surrogate below ``threshold`` gets new draws in the
-firewall (``deid_client.firewall.pipeline``); one that never passes is refused and never
+firewall (``deid_client.firewall.firewall``); one that never passes is refused and never
 written. ``docs/hospital_firewall.md`` explains the defaults.
 """
 

@@ -23,7 +23,6 @@ __all__ = [
     "threshold_mask",
     "clean_mask",
     "differential_mask",
-    "naive_mask",
     "candidate_thresholds",
     "iou_curve",
     "calibrate_threshold",
@@ -129,22 +128,6 @@ def carry_lesion(pathological: np.ndarray, twin: np.ndarray, target: np.ndarray,
     weight = np.clip(difference[..., 1] / (theta / 2) - 1.0, 0.0, 1.0)[..., None]
     rgb = cv2.cvtColor(lab[2] + np.float32(gain) * weight * difference, cv2.COLOR_Lab2RGB)
     return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
-
-
-def naive_mask(image: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
-    """Zero-shot baseline that sees only the original: Otsu's threshold on a*.
-
-    With ``region`` (e.g. a face outline) the threshold is chosen from, and the
-    mask limited to, that region. Either way it cannot tell a lesion from lips,
-    jewellery or a natural flush, which is what the differential mask is for.
-    """
-    values = a_star(image)
-    inside = np.ones(values.shape, bool) if region is None else np.asarray(region, bool)
-    if inside.shape != values.shape:
-        raise ValueError(f"region {inside.shape} does not match image {values.shape}")
-    if not inside.any() or np.ptp(values[inside]) == 0:
-        return np.zeros(values.shape, dtype=bool)
-    return (values > filters.threshold_otsu(values[inside])) & inside
 
 
 def candidate_thresholds(diffs: Sequence[np.ndarray], n: int = 256) -> np.ndarray:

@@ -15,7 +15,7 @@ from .identity import SEXES, SKIN_TYPES, sample_identity
 from .lesions import LESION_KINDS, sample_lesion
 from .render import Phantom, render_phantom
 
-__all__ = ["Case", "plan_cohort", "render_case", "write_cohort", "MANIFEST"]
+__all__ = ["Case", "plan_cohort", "render_case", "partition", "write_cohort", "MANIFEST"]
 
 MANIFEST = "manifest.json"
 
@@ -88,6 +88,18 @@ def render_case(case: Case, size: int = 256, *, distractors: bool = True) -> Pha
     identity = sample_identity(rng, sex=case.sex, skin_type=case.skin_type, distractors=distractors)
     lesion = sample_lesion(rng, case.lesion_kind, scale=case.lesion_scale)
     return render_phantom(identity, lesion, size)
+
+
+def partition(n_images: int, n_hospitals: int, hospital: int, *, size: int = 256, seed: int = 0,
+              non_iid: float = 0.5) -> list[tuple[Case, Phantom]]:
+    """One hospital's share of a planned cohort (:func:`plan_cohort`), rendered: a
+    simulated site's patients.
+
+    >>> [case.hospital for case, _ in partition(6, 2, 1, size=64)]
+    [1, 1, 1]
+    """
+    cases = plan_cohort(n_images, n_hospitals, seed=seed, non_iid=non_iid)
+    return [(c, render_case(c, size)) for c in cases if c.hospital == hospital]
 
 
 def write_cohort(

@@ -6,6 +6,7 @@ Arrays in, numbers out: images are uint8 N x H x W x 3, masks bool N x H x W.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import segmentation_models_pytorch as smp
@@ -14,11 +15,31 @@ from torch import nn
 
 from deid_client.metrics import dice, iou
 
-__all__ = ["build_unet", "unet_for", "DiceBCELoss", "train_epochs", "augment_batch", "score", "to_tensors",
+__all__ = ["UNetConfig", "TrainConfig", "build_unet", "unet_for", "DiceBCELoss", "train_epochs", "augment_batch", "score", "to_tensors",
            "round_lr"]
 
 
 NORMS = ("batch", "group")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """The federation's U-Net (run-config keys ``encoder``, ``encoder-depth``); ``norm`` is
+    ``group`` when differential privacy is on (``deid_client.task.dp.DpConfig.norm``)."""
+
+    encoder: str
+    depth: int
+    norm: str = "batch"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A site's local training each round (run-config keys ``lr``: round 1's learning
+    rate, :func:`round_lr` decays it; ``local-epochs``; ``batch-size``)."""
+
+    lr: float
+    local_epochs: int
+    batch_size: int
 
 
 def build_unet(encoder: str = "resnet18", depth: int = 3, *, seed: int = 0, norm: str = "batch"
@@ -52,13 +73,13 @@ def build_unet(encoder: str = "resnet18", depth: int = 3, *, seed: int = 0, norm
     return model
 
 
-def unet_for(run_config: dict, *, seed: int = 0) -> nn.Module:
-    """The federation's U-Net from the run config (``encoder``, ``encoder-depth``), with
-    GroupNorm when differential privacy is on (``dp``: ``deid_client.task.privacy``)."""
-    from deid_client.task.privacy import dp_mode
+def unet_for(unet: UNetConfig, *, seed: int = 0) -> nn.Module:
+    """The federation's U-Net, randomly initialised from ``seed``.
 
-    return build_unet(str(run_config["encoder"]), int(run_config["encoder-depth"]), seed=seed,
-                      norm="batch" if dp_mode(run_config) == "off" else "group")
+    >>> type(unet_for(UNetConfig("resnet18", 3, norm="group")).encoder.bn1).__name__
+    'GroupNorm'
+    """
+    return build_unet(unet.encoder, unet.depth, seed=seed, norm=unet.norm)
 
 
 class DiceBCELoss(nn.Module):

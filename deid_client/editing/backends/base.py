@@ -206,7 +206,7 @@ class DiffusersBackend:
         and its ``key``), so its result does not depend on what else is in the batch
         (up to float rounding of the batched kernels).
 
-        >>> from deid_client.phantom_flow import PhantomFlowPipeline
+        >>> from deid_client.phantom.model import PhantomFlowPipeline
         >>> from deid_client.editing.backends import backend_for
         >>> backend = backend_for(PhantomFlowPipeline.build(), device="cpu")
         >>> faces = [np.full((64, 64, 3), v, np.uint8) for v in (90, 160)]

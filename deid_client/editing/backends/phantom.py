@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from deid_client.phantom_flow.pipeline import IMAGE_SIZE, to_image, to_model_space
+from deid_client.phantom.pipeline import IMAGE_SIZE, to_image, to_model_space
 from deid_client.editing.backends.sd3 import SD3Backend, _Prompt
 from deid_client.io.images import resize
 

@@ -1,17 +1,17 @@
 """Train the phantom rectified-flow model, reproducibly (seeded), in four stages.
 
     # stage 1: learn to draw phantoms from prompts (71 min on 2 CPU cores)
-    python -m deid_client.phantom_flow.train --out stage1
+    python -m research.phantom_model.train --out stage1
     # stage 2: learn what "with facial erythema" vs "with clear, healthy skin" changes (21 min)
-    python -m deid_client.phantom_flow.train --out stage2 \
+    python -m research.phantom_model.train --out stage2 \
         --resume stage1 --steps 1200 --batch-size 16 --lr 5e-4 --contrast 300 --lesion-weight 3
     # stage 3: both losses, 8x the phantoms, 30x the images seen (6.4 min on one H100;
     # with --device cpu --workers 2 the same run takes about 11 h on 2 CPU cores)
-    python -m deid_client.phantom_flow.train --out stage3 \
+    python -m research.phantom_model.train --out stage3 \
         --resume stage2 --people 48000 --steps 2400 --batch-size 256 --lr 3e-4 \
         --lesion-weight 3 --contrast 300 --device cuda --threads 8 --workers 16
     # stage 4: the lesion passes through every caption, so FlowEdit carries it (16 min)
-    python -m deid_client.phantom_flow.train --out deid_client/phantom_flow/weights \
+    python -m research.phantom_model.train --out deid_client/phantom/weights \
         --resume stage3 --steps 700 --batch-size 16 --lr 2e-4 --lesion-weight 3 \
         --contrast 300 --carry 300
 
@@ -42,9 +42,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..phantom import render_phantom, sample_identity, sample_lesion
-from .pipeline import IMAGE_SIZE, PhantomFlowPipeline, to_model_space
-from .captions import ERYTHEMA, TEMPLATE, random_prompt_for
+from deid_client.phantom import render_phantom, sample_identity, sample_lesion
+from deid_client.phantom.language import ERYTHEMA, TEMPLATE, random_prompt_for
+from deid_client.phantom.pipeline import IMAGE_SIZE, PhantomFlowPipeline, to_model_space
 
 __all__ = ["render_training_set", "train", "main"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from skimage import morphology
 
-from deid_client.editing.backends import ModelNotFoundError, PhantomBackend, load_backend
+from deid_client.editing.backends import ModelConfig, ModelNotFoundError, PhantomBackend, load_backend
 from deid_client.cli import main
 from deid_client.firewall.config import compose_firewall
 from deid_client.io.images import read_image, read_mask, write_image
@@ -22,16 +22,11 @@ from deid_client.phantom import (
     sample_identity,
     sample_lesion,
 )
-from deid_client.phantom_flow import (
-    WEIGHTS_DIR,
-    WEIGHTS_ENV,
-    PhantomFlowPipeline,
-    describe,
-    prompt_for,
-)
-from deid_client.phantom_flow.captions import SEX_WORDS, SKIN_WORDS, TEMPLATE, attributes_of
-from deid_client.phantom_flow.train import render_training_set, train
+from deid_client.phantom.model import WEIGHTS_DIR, WEIGHTS_ENV, PhantomFlowPipeline
+from deid_client.phantom.language import SEX_WORDS, SKIN_WORDS, TEMPLATE, attributes_of, describe, prompt_for
+from research.phantom_model.train import render_training_set, train
 from deid_client.firewall import Firewall
+from research.firewall_probes import heal
 from deid_client.firewall.config import published_edit
 from deid_client.firewall.folder import MANIFEST
 
@@ -44,7 +39,7 @@ def surrogate_targets(person, count, rng, min_change=1):
 
 @pytest.fixture(scope="module")
 def backend() -> PhantomBackend:
-    return load_backend("phantom")
+    return load_backend(ModelConfig("phantom"))
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +148,7 @@ def test_twin_edit_removes_the_lesion_and_little_else(backend, cfg):
     ious, outside = [], []
     for kind in LESION_KINDS:
         phantom = render_phantom(sample_identity(rng), sample_lesion(rng, kind), 64)
-        (twin,) = Firewall(cfg, backend).heal([phantom.image], [attributes_of(phantom.identity)])
+        (twin,) = heal(Firewall(cfg, backend), [phantom.image], [attributes_of(phantom.identity)])
         ious.append(iou(differential_mask(phantom.image, twin, cfg.theta), phantom.mask))
         outside.append(np.abs(erythema_map(phantom.image, twin)[~phantom.mask]).mean())
     assert np.mean(ious) > 0.5, ious
@@ -216,8 +211,8 @@ def test_a_carried_lesion_leaves_the_identity_edit_to_the_twin(backend, cfg):
     phantom = render_phantom(person, sample_lesion(rng, "malar"), 64)
     target, known = surrogate_targets(person, 1, rng)[0], attributes_of(person)
     assert cfg.lesion == "carried"
-    (heal,) = Firewall(cfg, backend).heal([phantom.image], [known], keys=["p"])
-    heal_mask = differential_mask(phantom.image, heal, cfg.theta)
+    (healed,) = heal(Firewall(cfg, backend), [phantom.image], [known], keys=["p"])
+    heal_mask = differential_mask(phantom.image, healed, cfg.theta)
     assert heal_mask.any()
     healthy = cfg.prompts.healthy_prompt
     for gamma in (cfg.identity.gamma_tgt, 4.0, 6.0):
@@ -225,7 +220,7 @@ def test_a_carried_lesion_leaves_the_identity_edit_to_the_twin(backend, cfg):
         firewall = Firewall(replace(cfg, identity=stronger), backend)
         (result,) = firewall.synthesise([phantom.image], [target], [known], keys=["p"])
         edit = firewall.identity_edit(target, known)
-        twin = backend.edit(heal, edit.with_overrides(source_prompt=healthy(edit.source_prompt),
+        twin = backend.edit(healed, edit.with_overrides(source_prompt=healthy(edit.source_prompt),
                                                       target_prompt=healthy(edit.target_prompt)), key="p")
         assert np.array_equal(result.twin, twin)
         assert iou(result.mask, heal_mask) > 0.9
@@ -370,12 +365,12 @@ def test_surrogates_keep_min_change_from_the_patient(cfg):
 
 def test_missing_weights_say_how_to_train_them(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "weights"))
-    with pytest.raises(ModelNotFoundError, match="phantom_flow.train"):
-        load_backend("phantom")
+    with pytest.raises(ModelNotFoundError, match="phantom_model.train"):
+        load_backend(ModelConfig("phantom"))
     write_image(tmp_path / "in.png", make_phantom(0, 64).image)
     assert main(["edit", str(tmp_path / "in.png"), "--model", "phantom", "-o", str(tmp_path / "o.png"),
                  "--source-prompt", "a", "--target-prompt", "b"]) == 2
-    assert "phantom_flow.train" in capsys.readouterr().err
+    assert "phantom_model.train" in capsys.readouterr().err
 
 
 def test_edit_cli_with_the_phantom_model(tmp_path, capsys):
@@ -406,7 +401,7 @@ def test_training_is_reproducible_and_moves_the_weights():
 
 
 def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeypatch, cfg):
-    from deid_client.task.data import load_node_data, phantom_partition
+    from deid_client.task.data import load_node_data, phantom_samples
     from tests.runconfig import data_settings
 
     edits = []  # the identity edit of every surrogate the node makes (the real Firewall's)
@@ -419,7 +414,7 @@ def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeyp
     monkeypatch.setattr(Firewall, "synthesise", spy)
     config = data_settings(images_per_client=4, image_size=64, mask_source="surrogate", seed=3)
     data = load_node_data(config, tmp_path)
-    samples = phantom_partition(config)
+    samples = phantom_samples(config)
     originals = [image for image, *_ in samples]
     trained = {cfg.prompts.describe(person): person for *_, person in samples[:-1]}
     assert {e.source_prompt for e in edits} == set(trained)  # every training photo, captioned

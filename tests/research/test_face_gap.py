@@ -53,7 +53,7 @@ def test_adapted_statistics_are_the_sites_own(cell):
     the photos' mean response exactly), the federation's model is untouched."""
     import torch
 
-    from deid_client.task.data import phantom_partition
+    from deid_client.task.data import phantom_samples
     from research.face_gap import _config, adapted
 
     run, (site, _) = cell
@@ -67,5 +67,5 @@ def test_adapted_statistics_are_the_sites_own(cell):
     assert torch.allclose(first.running_mean, response.mean(dim=(0, 2, 3)), atol=1e-5)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     # the site's photos: its training split's originals, then its held-out ones
-    partition = phantom_partition(_config(run, 0, 2))
+    partition = phantom_samples(_config(run, 0, 2))
     assert np.array_equal(np.concatenate([site.originals, site.eval_images]), [p.image for p in partition])

@@ -1,5 +1,5 @@
 """The privacy a run has spent under the run config's ``dp`` mode
-(``deid_client.task.privacy``): (epsilon, delta) per site over the rounds so far, from
+(``deid_client.task.dp``): (epsilon, delta) per site over the rounds so far, from
 Flower's RDP accountant (``flwr.supercore.privacy_accounting``, on Google's
 ``dp-accounting``), written to ``history.json`` after every round (docs/update_leakage.md).
 """

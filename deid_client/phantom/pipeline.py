@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
-from .captions import vocabulary
+from .language import vocabulary
 
 __all__ = ["PhantomFlowPipeline", "IMAGE_SIZE", "MAX_TOKENS", "to_model_space", "to_image"]
 

@@ -1,6 +1,6 @@
 """A labelled grid of samples per prompt, to see whether the model follows its prompts.
 
-    python -m deid_client.phantom_flow.samples -o phantom_samples.png [--model FOLDER]
+    python -m research.phantom_model.samples -o phantom_samples.png [--model FOLDER]
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..figures import image_grid, save_figure
-from .pipeline import PhantomFlowPipeline
-from .captions import describe
+from deid_client.figures import image_grid, save_figure
+from deid_client.phantom.language import describe
+from deid_client.phantom.pipeline import PhantomFlowPipeline
 
 __all__ = ["GRID_PROMPTS", "sample_grid", "main"]
 
@@ -42,7 +42,7 @@ def sample_grid(pipe: PhantomFlowPipeline, prompts: list[str] = GRID_PROMPTS, pe
 
 
 def main(argv: list[str] | None = None) -> None:
-    from . import WEIGHTS_DIR
+    from deid_client.phantom.model import WEIGHTS_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")

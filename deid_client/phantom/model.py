@@ -1,7 +1,9 @@
-"""The phantom rectified-flow model: captions, pipeline and the weights shipped with the package.
+"""The phantom world's rectified-flow model: where its weights are, and its pipeline.
 
 The pipeline (and with it diffusers) is imported on first use, so that knowing
-where the weights are costs nothing.
+where the weights are costs nothing. The model is trained by the lab
+(``research/phantom_model/train.py``, docs/phantom_model.md); the package ships
+the trained weights.
 """
 
 import json
@@ -9,14 +11,14 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-__all__ = ["PhantomFlowPipeline", "IMAGE_SIZE", "WEIGHTS_DIR", "WEIGHTS_ENV", "describe",
-           "phantom_weights_dir", "prompt_for", "to_image", "to_model_space"]
+__all__ = ["PhantomFlowPipeline", "IMAGE_SIZE", "WEIGHTS_DIR", "WEIGHTS_ENV", "phantom_weights_dir",
+           "to_image", "to_model_space"]
 
-#: The trained pipeline shipped in the package (written by ``python -m deid_client.phantom_flow.train``).
+#: The trained pipeline shipped in the package.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: Environment variable naming another weights folder.
 WEIGHTS_ENV = "DEID_PHANTOM_WEIGHTS"
-_RELATIVE = Path("deid_client", "phantom_flow", "weights")
+_RELATIVE = Path("deid_client", "phantom", "weights")
 
 
 def phantom_weights_dir() -> Path:
@@ -57,8 +59,4 @@ def __getattr__(name: str):
         from . import pipeline
 
         return getattr(pipeline, name)
-    if name in ("describe", "prompt_for"):
-        from . import captions
-
-        return getattr(captions, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from deid_client.editing.backends import load_backend
 from deid_client.firewall import Firewall
 from deid_client.firewall.config import compose_firewall
 from deid_client.phantom import render_phantom, sample_identity, sample_lesion
-from deid_client.phantom_flow.captions import attributes_of
+from deid_client.phantom.language import attributes_of
 from deid_client.task.segmentation import build_unet, to_tensors
 from research.reid import photo_sessions
 from research.learned_inversion import ServerPhotos, learned_invert, server_phantoms, simulate, train_inverter
@@ -51,7 +52,7 @@ def test_the_positive_control_rebuilds_its_patient_and_a_surrogate_update_its_su
     assert (ssim.diagonal() > others).all() and ssim.diagonal().mean() > 0.5, ssim.round(2)
 
     cfg = compose_firewall([])
-    made = Firewall(cfg, cfg.model.load())(list(photos), [attributes_of(p) for p in people])
+    made = Firewall(cfg, load_backend(cfg.model))(list(photos), [attributes_of(p) for p in people])
     from_surrogates = [learned_invert(inverter, site_update(model, r.surrogate[None], r.mask[None], training),
                                       training)[0][0] for r in made]
     to_surrogate = [image_scores(x, r.surrogate)[1] for x, r in zip(from_surrogates, made)]

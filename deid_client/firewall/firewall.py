@@ -52,7 +52,7 @@ from deid_client.editing.seeds import image_key, image_seed
 from deid_client.firewall.config import FirewallConfig
 from deid_client.firewall.gate import Verdict, face_embedding, judge
 from deid_client.firewall.masks import carry_lesion, differential_mask
-from deid_client.firewall.prompts import Attributes
+from deid_client.editing.prompts import Attributes
 
 __all__ = ["Firewall", "Result", "surrogate_key"]
 
@@ -81,13 +81,14 @@ class Firewall:
     cfg : FirewallConfig
         Every setting (``deid_client.firewall.compose_firewall``).
     backend : DiffusersBackend
-        The loaded model (``cfg.model.load()``); the caller decides its device.
+        The loaded model (``load_backend(cfg.model)``); the caller decides its device.
 
     Examples
     --------
     >>> from deid_client.firewall import compose_firewall
     >>> cfg = compose_firewall(["gate.enabled=false"])
-    >>> firewall = Firewall(cfg, cfg.model.load())
+    >>> from deid_client.editing.backends import load_backend
+    >>> firewall = Firewall(cfg, load_backend(cfg.model))
     >>> photo = np.full((64, 64, 3), 150, np.uint8)
     >>> (result,) = firewall([photo], [{"sex": "female", "skin_type": "2", "hair_colour": "blond"}])
     >>> result.surrogate.shape, result.mask.dtype, result.released
@@ -114,7 +115,7 @@ class Firewall:
     def _gated(self, images: list[np.ndarray], attributes: list, keys: list[str]) -> list[Result]:
         """Target -> surrogate, twin, mask -> gate, with new draws for the photos it stops."""
         gate = self.cfg.gate
-        sides = [self._working_side(im) for im in images]
+        sides = [self.working_side(im) for im in images]
         # each patient's face embedding, made once per photo: a photo given once per
         # surrogate (``surrogates_per_photo``) has the same pixels each time
         photos = [image_key(im) for im in images]
@@ -194,14 +195,6 @@ class Firewall:
         both = backend.edit_batch(photos + healed, edits + edits, keys=keys + keys)
         return both[:len(photos)], both[len(photos):]
 
-    def heal(self, images: Sequence[np.ndarray], attributes: Sequence[Attributes | None] | None = None,
-             *, keys: Sequence[str] | None = None) -> list[np.ndarray]:
-        """The patients' own photos healed by the twin edit, as the firewall heals them on
-        the way (``twin_from="patient"``): for research baselines; never released."""
-        images, attributes, keys = self._inputs(images, attributes, keys)
-        edits = [self.twin_edit(self.cfg.prompts.describe(a)) for a in attributes]
-        return self.backend.edit_batch(images, edits, keys=[f"{k}:twin" for k in keys])
-
     def twin_edit(self, prompt: str) -> EditSettings:
         """The twin edit: ``prompt`` -> its healthy version, with the identity edit's seed."""
         healthy = self.cfg.prompts.healthy_prompt(prompt)
@@ -216,12 +209,7 @@ class Firewall:
         return edit.with_overrides(source_prompt=healthy(edit.source_prompt),
                                    target_prompt=healthy(edit.target_prompt))
 
-    def judge(self, image: np.ndarray, result: Result) -> Verdict:
-        """The identity gate's verdict on one result of ``image`` (one draw, no retries)."""
-        side = self._working_side(image)
-        return judge(image, result.surrogate, result.twin, self.cfg.gate, resolution=side)
-
-    def _working_side(self, image: np.ndarray) -> int:
+    def working_side(self, image: np.ndarray) -> int:
         """The longer side the model works ``image`` at: the gate compares faces there."""
         return max(working_size(*image.shape[:2], self.cfg.identity.max_side))
 
