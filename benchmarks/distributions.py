@@ -95,22 +95,23 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=50)
     parser.add_argument("--size", type=int, default=64, help="phantom side in pixels (the model's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--out", type=Path, help="write distributions.json, .md and .png here")
+    parser.add_argument("--out", type=Path,
+                        help="write distributions.md here, and distributions.json and .png in its generated/")
     parser.add_argument("overrides", nargs="*", help="firewall config overrides")
     args = parser.parse_args()
     table, pooled = measure(args.patients, args.overrides, args.size)
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "distributions.json").write_text(json.dumps(table, indent=1) + "\n")
+        (args.out / "generated").mkdir(parents=True, exist_ok=True)
+        (args.out / "generated" / "distributions.json").write_text(json.dumps(table, indent=1) + "\n")
         (args.out / "distributions.md").write_text(
             f"# a* distributions of the firewall's pairs ({args.patients} phantom patients, "
             f"{args.size} px)\n\nWritten by `python benchmarks/distributions.py --out docs`; "
             f"mean ± std over the patients; whole images, and inside the patient's face outline.\n\n"
             f"{markdown(table)}\n\n"
-            f"![pooled a* histograms](distributions.png)\n")
+            f"![pooled a* histograms](generated/distributions.png)\n")
         save_figure(histogram_figure(pooled, bins=90, range=(-5.0, 40.0),
                                      title=f"a* inside the face, {args.patients} phantom patients"),
-                    args.out / "distributions.png")
+                    args.out / "generated" / "distributions.png")
     print(json.dumps(table) if args.json else markdown(table))
     print(f"paper: {PAPER}", file=sys.stderr)
 

@@ -212,7 +212,7 @@ def firewall(backend, image, settings, twin_n_max: int, device, repeats: int) ->
     from dataclasses import replace
 
     from deid_client.firewall import Firewall, compose_firewall
-    from research.firewall_probes import judge
+    from research.firewall_probes import gate_verdict
 
     cfg = compose_firewall(["privacy=low", "theta=5.0"])
     cfg = replace(cfg, identity=settings, twin=settings.with_overrides(n_max=twin_n_max),
@@ -221,7 +221,7 @@ def firewall(backend, image, settings, twin_n_max: int, device, repeats: int) ->
 
     def run():
         (result,) = fw.synthesise([image], [TGT])  # SRC -> TGT: the prompts encoded beforehand
-        return judge(fw, image, result)
+        return gate_verdict(fw, image, result)
 
     _reset_peak(device)
     seconds = timed(run, device, repeats)

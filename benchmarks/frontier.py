@@ -1,9 +1,9 @@
 """The privacy-utility frontier: for each firewall setting, the worst attacker's
 re-identification of surrogates against the Dice it costs (docs/frontier.md).
 
-    python benchmarks/frontier.py            # the table; docs/frontier.png and docs/frontier.json
+    python benchmarks/frontier.py            # the table; docs/generated/frontier.{png,json}
 
-y: held-out Dice of the study's 2-client FedAvg ``surrogate`` cells (``docs/study.json``,
+y: held-out Dice of the study's 2-client FedAvg ``surrogate`` cells (``docs/generated/study.json``,
 3 seeds, non-IID 0.2 and 0.8) over the ``truth`` cell's of the same clients, non-IID and
 strategy; mean over seeds, then over the non-IID levels. The study sweeps the settings
 with ``data.firewall`` (docs/study.md).
@@ -11,8 +11,8 @@ with ``data.firewall`` (docs/study.md).
 x: the privacy benchmark (``benchmarks/phantom_deid.py``, 50 patients x 5 surrogates,
 chance 0.02): the worst of its four attackers on single surrogates and, for
 ``surrogates_per_photo=K``, on a photo's K surrogates pooled (``reid_pooled<K>``). Each
-benchmark run records its firewall (``docs/phantom_deid*/phantom_deid.json``: the shipped
-default's in ``docs/phantom_deid/``), and its figures count for every setting that composes
+benchmark run records its firewall (``docs/generated/phantom_deid*/phantom_deid.json``: the
+shipped default's in ``docs/generated/phantom_deid/``), and its figures count for every setting that composes
 to the same firewall in all but K. Levels measured on earlier days are quoted from
 docs/privacy_attackers.md (:data:`EARLIER`).
 """
@@ -31,7 +31,7 @@ from deid_client.firewall import compose_firewall
 from deid_client.firewall.config import settings_record
 from research.reid import ATTACKERS
 
-DOCS = _repo.ROOT / "docs"
+DOCS = _repo.ROOT / "docs" / "generated"  # the result files, apart from the pages
 # The worst attacker on surrogates for levels no recorded benchmark run measured,
 # as docs/privacy_attackers.md records them (50 x 5, the same patients).
 EARLIER = {  # by privacy level, at K = 1
@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--privacy", type=Path, nargs="+",
                         default=sorted(DOCS.glob("phantom_deid*/phantom_deid.json")),
                         help="privacy benchmark records (each names its firewall settings)")
-    parser.add_argument("--docs", type=Path, default=DOCS)
+    parser.add_argument("--docs", type=Path, default=DOCS, help="where frontier.json and .png go")
     args = parser.parse_args()
     rows = frontier(json.loads(args.study.read_text()), [json.loads(p.read_text()) for p in args.privacy])
     (args.docs / "frontier.json").write_text(json.dumps(rows, indent=1) + "\n")

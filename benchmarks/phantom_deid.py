@@ -55,7 +55,7 @@ from deid_client.firewall.config import compose_firewall, settings_record
 from deid_client.editing.seeds import image_key
 from deid_client.figures import comparison_overlay, image_grid, mask_overlay, save_figure
 from research.plots import tradeoff_figure
-from research.firewall_probes import heal, judge
+from research.firewall_probes import gate_verdict, heal
 from deid_client.io.images import write_image
 from deid_client.firewall.masks import calibrate_threshold, differential_mask, erythema_map
 from deid_client.metrics import iou
@@ -85,10 +85,10 @@ STEPS_GRID = [{"identity.steps": n, "identity.n_max": n} for n in (4, 5, 7, 10, 
 # colour changes leave: the patient's face geometry).
 PRIVACY_GRID = [{"identity.gamma_src": g, "identity.gamma_tgt": g} for g in (2.5, 4.0, 6.0, 9.0)]
 # The same guidance with the lesion carried onto the twin (lesion=carried, n_min 0): the identity
-# edit no longer has to carry it, so it can be stronger (docs/privacy_guidance.png).
+# edit no longer has to carry it, so it can be stronger (docs/generated/privacy_guidance.png).
 CARRY_GRID = [{"lesion": lesion, "identity.gamma_src": g, "identity.gamma_tgt": g}
               for lesion in ("edited", "carried") for g in (2.5, 4.0, 6.0, 9.0)]
-# The privacy levels' curve (docs/privacy_levels.png): the lesion carried onto the twin, whose
+# The privacy levels' curve (docs/generated/privacy_levels.png): the lesion carried onto the twin, whose
 # identity edit is FlowEdit over the first steps and then n_min steps of plain sampling of the
 # target prompt (the face drawn anew, the photo's pose and layout kept); n_min = steps draws
 # the whole twin anew. The edited route (privacy=low) for comparison.
@@ -199,7 +199,7 @@ def measure(overrides: list[str], cohort: Patients, n_identities: int,
             truths.append(source.mask)
             rows.append((patient, slot, target, ious[-1]))
         released += surrogates
-        verdicts += [judge(firewall, source.image, r) for r in surrogates]
+        verdicts += [gate_verdict(firewall, source.image, r) for r in surrogates]
         if pictures is not None and patient < 8:
             tiles += _picture_row(source, twin, surrogates)
         _log(f"  patient {patient + 1}/{n_patients}: IoU "

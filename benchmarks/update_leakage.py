@@ -413,7 +413,7 @@ def main() -> None:
     parser.add_argument("--dp-clip", type=float, default=1.0)
     parser.add_argument("--dp-noise", type=float, default=0.01,
                         help="the noise's standard deviation, in units of the clip")
-    parser.add_argument("--figures", type=Path, default=Path("docs/update_leakage"))
+    parser.add_argument("--figures", type=Path, default=Path("docs/generated/update_leakage"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--firewall", default="",
                         help="firewall overrides on top of the main job's (its run config's firewall key)")

@@ -11,9 +11,9 @@ import numpy as np
 from deid_client.editing.prompts import Attributes
 from deid_client.editing.seeds import image_key
 from deid_client.firewall import Firewall, Result
-from deid_client.firewall.gate import Verdict, judge as gate_judge
+from deid_client.firewall.gate import Verdict, judge
 
-__all__ = ["heal", "judge"]
+__all__ = ["heal", "gate_verdict"]
 
 
 def heal(firewall: Firewall, images: Sequence[np.ndarray],
@@ -28,7 +28,7 @@ def heal(firewall: Firewall, images: Sequence[np.ndarray],
     return firewall.backend.edit_batch(images, edits, keys=[f"{k}:twin" for k in keys])
 
 
-def judge(firewall: Firewall, image: np.ndarray, result: Result) -> Verdict:
+def gate_verdict(firewall: Firewall, image: np.ndarray, result: Result) -> Verdict:
     """The identity gate's verdict on one result of ``image`` (one draw, no retries)."""
-    return gate_judge(image, result.surrogate, result.twin, firewall.cfg.gate,
+    return judge(image, result.surrogate, result.twin, firewall.cfg.gate,
                       resolution=firewall.working_side(image))

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from deid_client.task.settings import node_settings
 
 from .centralised import train_centralised
-from .defaults import GROUP_KEYS
+from .defaults import GROUP_KEYS, app_defaults
 from .engine import run_simulation
 from .study import firewall_record
 
@@ -35,10 +35,11 @@ RESULT = "result.json"
 
 def run_config(cfg: DictConfig, output_dir: Path) -> dict:
     """The Flower run config (``[tool.flwr.app.config]`` keys) for this Hydra config: the
-    groups' keys by ``simulations.defaults``' rule, and what the simulation itself decides
+    app's defaults (``[tool.flwr.app.config]``), the groups' keys by ``simulations.defaults``'
+    rule, and what the simulation itself decides
     (rounds, how many nodes a round needs, where the outputs go)."""
-    settings = {"num-server-rounds": cfg.simulation.rounds, "min-nodes": cfg.simulation.num_clients,
-                "output-dir": str(output_dir)}
+    settings = {**app_defaults(), "num-server-rounds": cfg.simulation.rounds,
+                "min-nodes": cfg.simulation.num_clients, "output-dir": str(output_dir)}
     for group in GROUP_KEYS:
         for key, value in cfg[group].items():
             settings[group if key == "name" else key.replace("_", "-")] = value

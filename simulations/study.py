@@ -6,7 +6,7 @@
 Every cell of the sweep is one run (``result.json`` + ``history.json``); cells that
 differ only by seed are one row of the table, Dice mean ± std over the seeds. The
 figure shows Dice by round per mask source, one panel per (clients, non-IID). Written
-to ``docs/study.md``, ``docs/study.png`` and ``docs/study.json``.
+to ``docs/study.md``, ``docs/generated/study.png`` and ``docs/generated/study.json``.
 
 The report keeps the runs of the ``study.json`` it replaces that this sweep does not
 hold, so the grid can be run in slices, on several machines or sessions (the sweep
@@ -39,6 +39,7 @@ SOURCE_COLOURS = {"truth": "black", "oracle": "tab:blue", "surrogate": "tab:red"
 # Cells with firewall overrides, in the order their overrides sort.
 OVERRIDE_COLOURS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+GENERATED = "generated"  # the result files, apart from the pages that explain them
 
 
 def collect(sweep_dir: str | Path) -> list[dict]:
@@ -216,18 +217,19 @@ def _order(key: tuple) -> tuple:
 
 
 def write_report(sweep_dir: str | Path, docs_dir: str | Path = DOCS, *, fresh: bool = False) -> list[dict]:
-    """``study.md`` (the table), ``study.png`` (the curves) and ``study.json`` in ``docs_dir``:
-    the runs under ``sweep_dir``, with the earlier report's other runs unless ``fresh``."""
+    """``study.md`` (the table) in ``docs_dir``, ``study.png`` (the curves) and ``study.json``
+    in its ``generated/`` folder: the runs under ``sweep_dir``, with the earlier report's
+    other runs unless ``fresh``."""
     docs_dir = Path(docs_dir)
-    docs_dir.mkdir(parents=True, exist_ok=True)
-    report_json = docs_dir / "study.json"
+    (docs_dir / GENERATED).mkdir(parents=True, exist_ok=True)
+    report_json = docs_dir / GENERATED / "study.json"
     earlier = [] if fresh or not report_json.is_file() else json.loads(report_json.read_text())["runs"]
     earlier = [_labelled(r) for r in earlier]
     runs = merge_runs(earlier, collect(sweep_dir))
     rows = summarise_cells(runs)
     grid = study_grid()
     report_json.write_text(json.dumps({"runs": runs, "cells": rows}, indent=1))
-    _figure(rows, docs_dir / "study.png")
+    _figure(rows, docs_dir / GENERATED / "study.png")
     lines = ["| rounds | clients | non-IID | strategy | mask source | firewall "
              "| final Dice (mean ± std) | seeds |",
              "|---|---|---|---|---|---|---|---|"]
@@ -242,7 +244,7 @@ def write_report(sweep_dir: str | Path, docs_dir: str | Path = DOCS, *, fresh: b
     head = text.split(start)[0]
     tail = text.split(end)[1] if end in text else "\n"
     report.write_text(f"{head}{start}\n{table}\n\n{len(runs)} runs in {len(rows)} cells "
-                      f"(`docs/study.json`; figure `docs/study.png`).\n\n"
+                      f"(`docs/{GENERATED}/study.json`; figure `docs/{GENERATED}/study.png`).\n\n"
                       f"{_missing_text(missing_runs(runs, grid), grid)}\n{end}{tail}")
     return rows
 

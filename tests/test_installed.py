@@ -8,6 +8,7 @@ come from the wheel alone.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -20,6 +21,17 @@ from deid_client.firewall import compose_firewall
 from tests.test_firewall import hospital_folder
 
 REPO = Path(__file__).resolve().parent.parent
+#: What belongs to the lab and must never ship: the phantom model's training loop and
+#: samples, research plots and statistics, the research mask sources' branches, the
+#: firewall's research-only steps.
+LAB_WORDS = (r"render_training_set", r"_with_weights", r"phantom_flow", r"tradeoff_figure",
+             r"histogram_figure", r"bhattacharyya", r"ks_statistic", r"naive_mask", r"def heal\(",
+             r"[\"']oracle[\"']", r"[\"']naive[\"']", r"[\"']truth[\"']", r"research\.demo")
+
+
+def _python_files(wheel: Path) -> dict[str, str]:
+    with zipfile.ZipFile(wheel) as archive:
+        return {n: archive.read(n).decode() for n in archive.namelist() if n.endswith(".py")}
 
 
 @pytest.mark.slow
@@ -33,6 +45,9 @@ def test_the_wheel_runs_the_firewall_outside_the_repository(tmp_path):
     with zipfile.ZipFile(wheel) as archive:  # the product only: no research, tests or simulations
         packages = {name.split("/")[0] for name in archive.namelist() if name.endswith(".py")}
     assert packages == {"deid_client", "server"}, packages
+    lab_in_wheel = [f"{name}: {word}" for name, text in _python_files(wheel).items()
+                    for word in LAB_WORDS if re.search(word, text)]
+    assert lab_in_wheel == []  # no model training, research plots or statistics, research mask sources
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"

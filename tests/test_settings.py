@@ -89,3 +89,20 @@ def test_every_run_config_default_has_one_home():
     composed = compose_run_config()
     assert {k: composed[k] for k in app if k in composed and k != "output-dir"} == \
         {k: app[k] for k in app if k in composed and k != "output-dir"}
+
+
+def test_a_research_mask_source_needs_the_lab(monkeypatch):
+    """The product trains on the firewall's surrogates; oracle / naive / truth come from the
+    lab (research/mask_sources.py), and where it is absent (an installed wheel) the run
+    config's mask-source is refused in one line."""
+    import pytest
+
+    from deid_client.task import data
+    from tests.runconfig import data_settings
+
+    assert data.training_source("surrogate") is None
+    assert data_settings(mask_source="oracle").mask_source == "oracle"  # from the checkout's lab
+    monkeypatch.setattr(data, "_LAB_SOURCES", "no_such_lab.mask_sources")
+    with pytest.raises(ValueError, match="research sources run from a checkout"):
+        data_settings(mask_source="oracle")
+    assert data_settings(mask_source="surrogate").mask_source == "surrogate"

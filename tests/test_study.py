@@ -26,7 +26,7 @@ def test_a_study_slice_runs_resumes_and_reports(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     results = sorted(sweep.glob("*/result.json"))
     assert len(results) == 4
-    report = json.loads((docs / "study.json").read_text())
+    report = json.loads((docs / "generated" / "study.json").read_text())
     assert len(report["runs"]) == 4 and len(report["cells"]) == 2
     for cell in report["cells"]:
         finals = [r["dice"][-1] for r in report["runs"] if r["mask_source"] == cell["mask_source"]]
@@ -35,7 +35,7 @@ def test_a_study_slice_runs_resumes_and_reports(tmp_path):
         assert cell["final_dice_std"] == pytest.approx(np.std(finals))
         row = f"{cell['final_dice_mean']:.3f} ± {cell['final_dice_std']:.3f}"
         assert row in (docs / "study.md").read_text()
-    assert (docs / "study.png").stat().st_size > 0
+    assert (docs / "generated" / "study.png").stat().st_size > 0
     stamps = [p.stat().st_mtime_ns for p in results]
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("already done with these settings") == 4
@@ -56,10 +56,10 @@ def test_the_report_keeps_the_earlier_reports_other_runs(tmp_path):
                cell | {"clients": 4, "seed": 0, "dice": [0.0, 0.4]}]
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "study.json").write_text(json.dumps({"runs": earlier, "cells": []}))
+    (docs / "generated" / "study.json").write_text(json.dumps({"runs": earlier, "cells": []}))
 
     rows = write_report(tmp_path / "sweep", docs)
-    runs = json.loads((docs / "study.json").read_text())["runs"]
+    runs = json.loads((docs / "generated" / "study.json").read_text())["runs"]
     assert sorted((r["clients"], r["seed"], r["dice"][-1]) for r in runs) == [
         (2, 0, 0.5), (2, 1, 0.7), (4, 0, 0.4)]
     assert [(r["clients"], r["seeds"], r["final_dice_mean"]) for r in rows] == [
@@ -67,7 +67,7 @@ def test_the_report_keeps_the_earlier_reports_other_runs(tmp_path):
 
     rows = write_report(tmp_path / "sweep", docs, fresh=True)
     assert [(r["clients"], r["seeds"]) for r in rows] == [(2, [0])]
-    assert len(json.loads((docs / "study.json").read_text())["runs"]) == 1
+    assert len(json.loads((docs / "generated" / "study.json").read_text())["runs"]) == 1
 
     # The sweep's callback takes the same choice from conf/study.yaml.
     from omegaconf import OmegaConf
@@ -76,9 +76,9 @@ def test_the_report_keeps_the_earlier_reports_other_runs(tmp_path):
 
     sweep_end = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
     for fresh, kept in ((False, 3), (True, 1)):
-        (docs / "study.json").write_text(json.dumps({"runs": earlier, "cells": []}))
+        (docs / "generated" / "study.json").write_text(json.dumps({"runs": earlier, "cells": []}))
         StudyReport(str(docs), fresh=fresh).on_multirun_end(sweep_end)
-        runs = json.loads((docs / "study.json").read_text())["runs"]
+        runs = json.loads((docs / "generated" / "study.json").read_text())["runs"]
         assert len(runs) == kept
 
 
@@ -95,7 +95,7 @@ def test_the_report_lists_the_grids_runs_still_missing(tmp_path):
                            "dice": [0.4] * 5})
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "study.json").write_text(json.dumps({"runs": earlier, "cells": []}))
+    (docs / "generated" / "study.json").write_text(json.dumps({"runs": earlier, "cells": []}))
     write_report(tmp_path / "no-sweep", docs)
     text = (docs / "study.md").read_text()
     assert f"Not yet run at today's defaults: {total - 3} of the grid's {total} runs" in text
@@ -117,7 +117,7 @@ def test_cells_that_differ_only_by_firewall_overrides_stay_apart(tmp_path):
         (run / "history.json").write_text(json.dumps({"rounds": [{"eval_dice": dice}]}))
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "study.json").write_text(json.dumps({"runs": [cell | {"seed": 1, "dice": [0.3]}], "cells": []}))
+    (docs / "generated" / "study.json").write_text(json.dumps({"runs": [cell | {"seed": 1, "dice": [0.3]}], "cells": []}))
     rows = write_report(tmp_path / "sweep", docs)
     assert [(r["firewall"], r["seeds"], r["final_dice_mean"]) for r in rows] == [
         ("", [0, 1], pytest.approx(0.4)), ("surrogates_per_photo=2", [0], pytest.approx(0.6))]
@@ -218,7 +218,7 @@ def test_a_run_is_labelled_by_its_firewall_against_todays_default(tmp_path):
     assert sorted((r["mask_source"], r["firewall"], r["seeds"]) for r in rows) == [
         ("surrogate", "", [1]), ("surrogate", "privacy=low theta=3.0", [2]),
         ("surrogate", f"surrogates_per_photo={k + 1}", [0]), ("truth", "", [0])]
-    runs = json.loads((docs / "study.json").read_text())["runs"]
+    runs = json.loads((docs / "generated" / "study.json").read_text())["runs"]
     assert sorted(r["firewall_settings"]["privacy"] for r in runs if r["mask_source"] == "surrogate") == [
         "high", "high", "low"]
     # the report keeps the settings, so a later report labels the same runs the same way

@@ -148,7 +148,7 @@ class Verdict:
     reason: str
 
 
-def judge(patient: np.ndarray, surrogate: np.ndarray, healthy: np.ndarray, gate: GateConfig, *,
+def judge(patient: np.ndarray, surrogate: np.ndarray, twin: np.ndarray, gate: GateConfig, *,
           resolution: int | None = None, patient_embedding: np.ndarray | None = None) -> Verdict:
     """Whether a surrogate and its twin may leave: both at least ``gate.threshold`` from
     the patient in dlib's face embedding, compared at ``resolution`` pixels on the longer
@@ -163,10 +163,10 @@ def judge(patient: np.ndarray, surrogate: np.ndarray, healthy: np.ndarray, gate:
     """
     if not gate.enabled:
         return Verdict(True, None, "not audited (gate.enabled=false)")
-    resolution = resolution or min(max(x.shape[:2]) for x in (patient, surrogate, healthy))
+    resolution = resolution or min(max(x.shape[:2]) for x in (patient, surrogate, twin))
     if patient_embedding is None:
         patient_embedding = face_embedding(patient, resolution=resolution)
-    others = [face_embedding(x, resolution=resolution) for x in (surrogate, healthy)]
+    others = [face_embedding(x, resolution=resolution) for x in (surrogate, twin)]
     if patient_embedding is None or any(e is None for e in others):
         released = gate.no_face == "release"
         return Verdict(released, None, f"no face found to audit (gate.no_face={gate.no_face})")
