@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 import _repo  # noqa: F401  (research/ and simulations/ from the checkout)
-from deid_client.task.data import DataConfig, load_node_data
+from deid_client.task.data import load_node_data
+from deid_client.task.settings import node_settings
+from simulations.defaults import app_defaults
 from simulations.engine import run_simulation
 
 PLAIN_APP = Path(__file__).resolve().parent / "plain_app"
@@ -53,9 +55,9 @@ def main() -> None:
         arrays = tmp / "arrays"
         arrays.mkdir()
         for part in range(args.clients):
-            node = load_node_data(DataConfig(partition_id=part, num_partitions=args.clients,
-                                             images_per_client=args.images_per_client,
-                                             image_size=args.image_size), tmp / "cache")
+            run = {**app_defaults(), **SHARED, **data}
+            node = load_node_data(node_settings(run, {"partition-id": part,
+                                                      "num-partitions": args.clients}).data, tmp / "cache")
             np.savez(arrays / f"node{part}.npz", train_images=node.train_images,
                      train_masks=node.train_masks, eval_images=node.eval_images,
                      eval_masks=node.eval_masks)

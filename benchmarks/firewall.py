@@ -30,21 +30,22 @@ gives each simulated ClientApp one CPU), with the shipped ``deid_client/firewall
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
-import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
+import _repo  # noqa: F401  (simulations/ from the checkout)
 from deid_client.editing.backends import load_backend
 from deid_client.firewall.config import compose_firewall
 from deid_client.task.data import DataConfig, phantom_samples, load_node_data
+from deid_client.task.settings import node_settings
+from simulations.defaults import app_defaults
 from deid_client.firewall import Firewall
 
 
@@ -76,11 +77,8 @@ class TransformerTime:
 
 
 def main_job_data(**changes) -> DataConfig:
-    """The main job's data settings (``conf/data/phantom.yaml``) for hospital 0 of 2."""
-    data = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "data"
-                                                 / "phantom.yaml"))
-    data["firewall"] = tuple(shlex.split(data["firewall"]))
-    return DataConfig(**{**data, "num_partitions": 2, **changes})
+    """The main job's data settings (the run config's defaults) for one of its 2 hospitals."""
+    return dataclasses.replace(node_settings(app_defaults(), {"num-partitions": 2}).data, **changes)
 
 
 def prepare_node(partition: int) -> dict:

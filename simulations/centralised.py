@@ -27,8 +27,8 @@ def train_centralised(run_config: dict, *, num_sites: int, cache_dir: str | Path
     one model for ``num-server-rounds`` rounds, and write ``history.json`` into
     ``run_config["output-dir"]``; returns its rounds."""
     cfg = run_config
-    sites = [load_node_data(node_settings(cfg, {"partition-id": p, "num-partitions": num_sites}).data, cache_dir)
-             for p in range(num_sites)]
+    sites = [load_node_data(node_settings(cfg, {"partition-id": p, "num-partitions": num_sites}).data,
+                            cache_dir) for p in range(num_sites)]
     images = np.concatenate([s.train_images for s in sites])
     masks = np.concatenate([s.train_masks for s in sites])
     held_images = np.concatenate([s.eval_images for s in sites])

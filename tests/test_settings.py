@@ -33,7 +33,8 @@ def test_a_node_composes_its_firewall_once_over_a_run(tmp_path, monkeypatch):
     only; every later round, on the warm cache, composes it 0 times."""
     calls = []
     compose = firewall_config.compose_firewall
-    monkeypatch.setattr(firewall_config, "compose_firewall", lambda *a, **k: calls.append(a) or compose(*a, **k))
+    monkeypatch.setattr(firewall_config, "compose_firewall",
+                        lambda *a, **k: calls.append(a) or compose(*a, **k))
     run = {**RUN_CONFIG, "images-per-client": 4, "local-epochs": 1, "firewall": "surrogates_per_photo=1"}
     context = Context(run_id=1, node_id=1, state=RecordDict(), run_config=run,
                       node_config={"partition-id": 0, "num-partitions": 1, "cache-dir": str(tmp_path)})

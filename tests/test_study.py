@@ -55,7 +55,7 @@ def test_the_report_keeps_the_earlier_reports_other_runs(tmp_path):
     earlier = [cell | {"seed": 0, "dice": [0.1, 0.2]}, cell | {"seed": 1, "dice": [0.2, 0.7]},
                cell | {"clients": 4, "seed": 0, "dice": [0.0, 0.4]}]
     docs = tmp_path / "docs"
-    docs.mkdir()
+    (docs / "generated").mkdir(parents=True)
     (docs / "generated" / "study.json").write_text(json.dumps({"runs": earlier, "cells": []}))
 
     rows = write_report(tmp_path / "sweep", docs)
@@ -94,7 +94,7 @@ def test_the_report_lists_the_grids_runs_still_missing(tmp_path):
     earlier.append(cell | {"mask_source": "surrogate", "seed": 0, "firewall": "surrogates_per_photo=1",
                            "dice": [0.4] * 5})
     docs = tmp_path / "docs"
-    docs.mkdir()
+    (docs / "generated").mkdir(parents=True)
     (docs / "generated" / "study.json").write_text(json.dumps({"runs": earlier, "cells": []}))
     write_report(tmp_path / "no-sweep", docs)
     text = (docs / "study.md").read_text()
@@ -116,8 +116,9 @@ def test_cells_that_differ_only_by_firewall_overrides_stay_apart(tmp_path):
         (run / "result.json").write_text(json.dumps(cell | {"seed": 0, "firewall": firewall}))
         (run / "history.json").write_text(json.dumps({"rounds": [{"eval_dice": dice}]}))
     docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "generated" / "study.json").write_text(json.dumps({"runs": [cell | {"seed": 1, "dice": [0.3]}], "cells": []}))
+    (docs / "generated").mkdir(parents=True)
+    (docs / "generated" / "study.json").write_text(
+        json.dumps({"runs": [cell | {"seed": 1, "dice": [0.3]}], "cells": []}))
     rows = write_report(tmp_path / "sweep", docs)
     assert [(r["firewall"], r["seeds"], r["final_dice_mean"]) for r in rows] == [
         ("", [0, 1], pytest.approx(0.4)), ("surrogates_per_photo=2", [0], pytest.approx(0.6))]
@@ -159,8 +160,8 @@ def test_a_result_made_under_another_firewall_default_is_not_this_runs(tmp_path,
     assert "firewall_settings" not in run_identity(settings | {"mask-source": "oracle"}, 2)
 
     shipped = DataConfig.firewall_settings.func
-    monkeypatch.setattr(DataConfig, "firewall_settings",
-                        property(lambda self: dataclasses.replace(shipped(self), theta=shipped(self).theta + 1)))
+    moved = property(lambda self: dataclasses.replace(shipped(self), theta=shipped(self).theta + 1))
+    monkeypatch.setattr(DataConfig, "firewall_settings", moved)
     assert run_identity(settings, 2)["run_config"] == json.loads(result.read_text())["run_config"]
     assert not already_done(result, run_identity(settings, 2))
     assert run_identity(settings, 2)["firewall_settings"]["theta"] == shipped(
@@ -213,7 +214,7 @@ def test_a_run_is_labelled_by_its_firewall_against_todays_default(tmp_path):
                                                           "firewall_settings": record}))
     (truth / "history.json").write_text(json.dumps({"rounds": [{"eval_dice": 0.8}]}))
     docs = tmp_path / "docs"
-    docs.mkdir()
+    (docs / "generated").mkdir(parents=True)
     rows = write_report(tmp_path / "sweep", docs)
     assert sorted((r["mask_source"], r["firewall"], r["seeds"]) for r in rows) == [
         ("surrogate", "", [1]), ("surrogate", "privacy=low theta=3.0", [2]),

@@ -118,7 +118,7 @@ class Firewall:
         sides = [self.working_side(im) for im in images]
         # each patient's face embedding, made once per photo: a photo given once per
         # surrogate (``surrogates_per_photo``) has the same pixels each time
-        photos = [image_key(im) for im in images]
+        pixels = [image_key(im) for im in images]
         patients: dict[str, np.ndarray | None] = {}  # by the photo's pixels
         results: dict[int, Result] = {}
         pending = list(range(len(images)))
@@ -132,14 +132,14 @@ class Firewall:
             made = self.synthesise([images[i] for i in pending], targets, [attributes[i] for i in pending],
                                    keys=noise_keys, batch_size=len(pending))
             for i, result in zip(pending, made, strict=True):
-                if photos[i] not in patients and gate.enabled:
-                    patients[photos[i]] = face_embedding(images[i], resolution=sides[i])
+                if pixels[i] not in patients and gate.enabled:
+                    patients[pixels[i]] = face_embedding(images[i], resolution=sides[i])
                 verdict = judge(images[i], result.surrogate, result.twin, gate, resolution=sides[i],
-                                patient_embedding=patients.get(photos[i]))
+                                patient_embedding=patients.get(pixels[i]))
                 results[i] = replace(result, verdict=verdict)
             # a patient without a face cannot be audited on any draw: retrying only costs time
             pending = [i for i in pending
-                       if not results[i].released and patients.get(photos[i]) is not None]
+                       if not results[i].released and patients.get(pixels[i]) is not None]
         return [results[i] for i in range(len(images))]
 
     def draw_target(self, key: str, attributes: Attributes | None = None) -> str:
@@ -178,22 +178,22 @@ class Firewall:
         bar.close()
         return out
 
-    def _pairs(self, photos: list[np.ndarray], edits: list[EditSettings], keys: list[str]):
+    def _pairs(self, images: list[np.ndarray], edits: list[EditSettings], keys: list[str]):
         """(surrogates, twins) of one model call's photos (the module docstring's routes)."""
         backend, cfg = self.backend, self.cfg
         twin_keys = [f"{k}:twin" for k in keys]
         if cfg.twin_from == "surrogate":
-            surrogates = backend.edit_batch(photos, edits, keys=keys)
+            surrogates = backend.edit_batch(images, edits, keys=keys)
             twin_edits = [self.twin_edit(e.target_prompt) for e in edits]
             return surrogates, backend.edit_batch(surrogates, twin_edits, keys=twin_keys)
-        healed = backend.edit_batch(photos, [self.twin_edit(e.source_prompt) for e in edits], keys=twin_keys)
+        healed = backend.edit_batch(images, [self.twin_edit(e.source_prompt) for e in edits], keys=twin_keys)
         if cfg.lesion == "carried":  # the identity edit makes the twin; the lesion is added to it
             twins = backend.edit_batch(healed, [self._healthy(e) for e in edits], keys=keys)
             return [carry_lesion(p, h, t, cfg.theta, cfg.lesion_gain)
-                    for p, h, t in zip(photos, healed, twins)], twins
+                    for p, h, t in zip(images, healed, twins)], twins
         # the same identity edit, same noise, on the healed photo: the same synthetic person
-        both = backend.edit_batch(photos + healed, edits + edits, keys=keys + keys)
-        return both[:len(photos)], both[len(photos):]
+        both = backend.edit_batch(images + healed, edits + edits, keys=keys + keys)
+        return both[:len(images)], both[len(images):]
 
     def twin_edit(self, prompt: str) -> EditSettings:
         """The twin edit: ``prompt`` -> its healthy version, with the identity edit's seed."""

@@ -12,7 +12,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from skimage import filters, morphology
+from skimage import morphology
 
 from deid_client.metrics import iou
 

@@ -20,8 +20,8 @@ from deid_client.editing.prompts import PromptTemplate
 
 from .identity import Identity
 
-__all__ = ["template", "describe", "prompt_for", "random_prompt_for", "vocabulary", "attributes_of",
-           "TEMPLATE", "SEX_WORDS", "SKIN_WORDS", "HAIR_WORDS", "ERYTHEMA", "HEALTHY"]
+# also, read from template() on first use: TEMPLATE, SEX_WORDS, SKIN_WORDS, HAIR_WORDS, ERYTHEMA, HEALTHY
+__all__ = ["template", "describe", "prompt_for", "random_prompt_for", "vocabulary", "attributes_of"]
 
 #: The language's file, a Hydra config group option (``prompts: phantom``).
 CONF = "conf"

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-__all__ = ["PhantomFlowPipeline", "IMAGE_SIZE", "WEIGHTS_DIR", "WEIGHTS_ENV", "phantom_weights_dir",
-           "to_image", "to_model_space"]
+# also, from .pipeline on first use: PhantomFlowPipeline, IMAGE_SIZE, to_image, to_model_space
+__all__ = ["WEIGHTS_DIR", "WEIGHTS_ENV", "phantom_weights_dir"]
 
 #: The trained pipeline shipped in the package.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

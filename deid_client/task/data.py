@@ -38,7 +38,8 @@ from deid_client.io.files import USER_ERRORS
 from deid_client.io.images import atomic_write_bytes, read_mask, resize
 from deid_client.io.images import list_images
 
-__all__ = ["SURROGATE", "DataConfig", "NodeData", "Sample", "load_node_data", "phantom_samples", "training_source"]
+__all__ = ["SURROGATE", "DataConfig", "NodeData", "Sample", "load_node_data", "phantom_samples",
+           "training_source"]
 
 log = logging.getLogger(__name__)
 

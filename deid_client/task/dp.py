@@ -36,7 +36,7 @@ class DpConfig:
     >>> DpConfig("off", noise=0.1, clipping_norm=10.0, epsilon=1.0, delta=1e-5)
     Traceback (most recent call last):
     ...
-    ValueError: dp-noise > 0 but dp = 'off': choose dp = 'central' (server-side, what dp-noise alone meant before), 'client' or 'local'
+    ValueError: dp-noise > 0 but dp = 'off': choose dp = 'central' (server-side, ...), 'client' or 'local'
     """
 
     mode: str

@@ -15,8 +15,8 @@ from torch import nn
 
 from deid_client.metrics import dice, iou
 
-__all__ = ["UNetConfig", "TrainConfig", "build_unet", "unet_for", "DiceBCELoss", "train_epochs", "augment_batch", "score", "to_tensors",
-           "round_lr"]
+__all__ = ["UNetConfig", "TrainConfig", "build_unet", "unet_for", "DiceBCELoss", "train_epochs",
+           "augment_batch", "score", "to_tensors", "round_lr"]
 
 
 NORMS = ("batch", "group")

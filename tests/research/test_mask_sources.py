@@ -13,7 +13,8 @@ def test_mask_sources_differ_as_designed():
     p = make_phantom(4, 192)
     sample = [Sample(p.image, p.mask, None, "p", p.twin)]
     config = data_settings(mask_source="oracle")
-    (oracle,), (naive,), (truth,) = (SOURCES[name](sample, config)[1] for name in ("oracle", "naive", "truth"))
+    (oracle,), (naive,), (truth,) = (SOURCES[name](sample, config)[1]
+                                     for name in ("oracle", "naive", "truth"))
     assert np.array_equal(truth, p.mask)
     assert (oracle & p.mask).sum() / (oracle | p.mask).sum() > 0.85
     assert (naive & p.mask).sum() / (naive | p.mask).sum() < 0.5

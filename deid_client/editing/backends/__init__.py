@@ -24,8 +24,8 @@ from deid_client.editing.backends.flux import FluxBackend
 from deid_client.editing.backends.sd3 import SD3Backend
 from deid_client.io.files import first_line
 
-__all__ = ["ModelConfig", "load_backend", "backend_for", "ModelNotFoundError", "DiffusersBackend", "EditSettings",
-           "SD3Backend", "FluxBackend", "PhantomBackend", "PHANTOM", "working_size", "DTYPES"]
+__all__ = ["ModelConfig", "load_backend", "backend_for", "ModelNotFoundError", "DiffusersBackend",
+           "EditSettings", "SD3Backend", "FluxBackend", "PhantomBackend", "PHANTOM", "working_size", "DTYPES"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: The name that loads the phantom model shipped in the package.
