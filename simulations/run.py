@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from deid_client.task.settings import node_settings
 
 from .centralised import train_centralised
-from .defaults import GROUP_KEYS, app_defaults
+from .defaults import GROUP_KEYS, app_defaults, register
 from .engine import run_simulation
 from .study import firewall_record
 
@@ -56,6 +56,7 @@ def compose_run_config(config_name: str = "simulation", overrides: Sequence[str]
     """
     from hydra import compose, initialize_config_dir
 
+    register()  # conf/'s groups extend the run config's defaults
     conf = Path(__file__).resolve().parent.parent / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides))

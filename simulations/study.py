@@ -161,8 +161,14 @@ def study_grid(overrides: list[str] | None = None) -> dict[str, list]:
     """
     from hydra import compose, initialize_config_dir
 
+    from deid_client.firewall.config import own_hydra
+
+    from .defaults import register
+
+    register()  # conf/'s groups extend the run config's defaults
     conf = Path(__file__).resolve().parent.parent / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+    # also from the study's own Hydra callback, inside the running sweep
+    with own_hydra(), initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose(config_name="study", overrides=overrides or [], return_hydra_config=True)
     grid = {_SWEPT[key]: [_number(v) for v in str(values).split(",")]
             for key, values in cfg.hydra.sweeper.params.items()}
@@ -297,7 +303,8 @@ class StudyReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         rows = write_report(config.hydra.sweep.dir, self.docs_dir, fresh=self.fresh)
-        print(f"study: {len(rows)} cells -> {self.docs_dir / 'study.md'}, study.png, study.json")
+        print(f"study: {len(rows)} cells -> {self.docs_dir / 'study.md'}, "
+              f"{GENERATED}/study.png, {GENERATED}/study.json")
 
 
 if __name__ == "__main__":

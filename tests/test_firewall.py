@@ -242,11 +242,11 @@ def test_gate_retries_draw_new_noise_not_a_new_target():
 def test_a_photos_surrogates_share_one_look_at_the_patient(tmp_path, monkeypatch):
     """surrogates_per_photo=K: the gate reads the patient's face once per photo, not once per
     surrogate or per retry, and still judges each surrogate on its own."""
-    from deid_client.firewall import Firewall, Photo, pipeline, run_folder
+    from deid_client.firewall import Firewall, Photo, firewall, run_folder
 
     looks = []
-    embed = pipeline.face_embedding
-    monkeypatch.setattr(pipeline, "face_embedding", lambda image, **k: looks.append(1) or embed(image, **k))
+    embed = firewall.face_embedding
+    monkeypatch.setattr(firewall, "face_embedding", lambda image, **k: looks.append(1) or embed(image, **k))
     cfg = compose_firewall(["gate.retries=1", "identity.n_max=0", "identity.n_min=0",
                             "surrogates_per_photo=3"])
     faces = [Photo(lambda c=c: skdata.astronaut()[20:276:4, c:c + 256:4], f"{c}.png") for c in (120, 130)]

@@ -415,8 +415,8 @@ def test_surrogate_mask_source_trains_on_synthetic_people_only(tmp_path, monkeyp
     config = data_settings(images_per_client=4, image_size=64, mask_source="surrogate", seed=3)
     data = load_node_data(config, tmp_path)
     samples = phantom_samples(config)
-    originals = [image for image, *_ in samples]
-    trained = {cfg.prompts.describe(person): person for *_, person in samples[:-1]}
+    originals = [s.image for s in samples]
+    trained = {cfg.prompts.describe(s.attributes): s.attributes for s in samples[:-1]}
     assert {e.source_prompt for e in edits} == set(trained)  # every training photo, captioned
     for identity in edits:  # each draw (the gate's new ones too) min_change away from its patient
         assert _steps_from(trained[identity.source_prompt], identity.target_prompt) >= cfg.min_change

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.resources
+import importlib.util
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -28,7 +29,7 @@ from deid_client.firewall.gate import GateConfig
 from deid_client.editing.prompts import PromptTemplate
 from deid_client.io.files import first_line
 
-__all__ = ["FirewallConfig", "TwinFrom", "TWIN_FROM", "Lesion", "LESIONS", "config_dir",
+__all__ = ["own_hydra", "FirewallConfig", "TwinFrom", "TWIN_FROM", "Lesion", "LESIONS", "config_dir",
            "compose_firewall", "published_edit", "settings_record", "ADDED_SETTINGS"]
 
 #: What the twin edit heals (``deid_client.firewall.firewall``).
@@ -226,16 +227,24 @@ def _compose(name: str, overrides: Sequence[str] | None) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    with _own_hydra(), config_dir() as folder, initialize_config_dir(config_dir=str(folder),
+    searchpath = f"hydra.searchpath=['file://{_phantom_conf()}']"
+    with own_hydra(), config_dir() as folder, initialize_config_dir(config_dir=str(folder),
                                                                      version_base="1.3"):
         try:
-            return compose(name, overrides=list(overrides or []))
+            return compose(name, overrides=[*(overrides or []), searchpath])
         except (HydraException, OmegaConfBaseException) as exc:  # a user's override
             raise ValueError(f"config '{name}': {str(exc).splitlines()[0]}") from None
 
 
+def _phantom_conf() -> Path:
+    """The phantom world's configs (its prompt language, ``prompts/phantom.yaml``), found
+    without importing the phantom world: a site on a real model never loads it."""
+    spec = importlib.util.find_spec("deid_client.phantom")
+    return Path(spec.submodule_search_locations[0]) / "conf"
+
+
 @contextlib.contextmanager
-def _own_hydra():
+def own_hydra():
     """Hydra's compose API refuses to run inside a Hydra application (a research
     simulation that prepares its data in-process): set the application's Hydra aside
     while the firewall's config is composed, and put it back."""
