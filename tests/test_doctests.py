@@ -16,6 +16,7 @@ import simulations
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
+
 def _modules() -> list[str]:
     names = []
     for package in (deid_client, server, research, simulations):
