@@ -16,7 +16,6 @@ import simulations
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
-
 def _modules() -> list[str]:
     names = []
     for package in (deid_client, server, research, simulations):

@@ -28,7 +28,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -54,8 +54,8 @@ class DataConfig:
     """Everything that decides a node's data (and so its cache key).
 
     The first fields are run-config keys under their snake_case names (``image_size`` is
-    ``image-size``), the rest the node's: its partition or folder. Their defaults live in
-    the run config (``pyproject.toml``) and ``deid_client.task.settings`` alone.
+    ``image-size``); their defaults live in the run config alone (``pyproject.toml``,
+    read by ``deid_client.task.settings``). The rest are the node's: its partition or folder.
     ``firewall``: overrides of the firewall config (the run config's federation-wide ones,
     then the node's model and device); ``firewall_config``: a site's own YAML.
     """
@@ -66,11 +66,11 @@ class DataConfig:
     non_iid: float
     eval_fraction: float
     seed: int
-    partition_id: int
-    num_partitions: int
-    data_dir: str  # empty: phantom partition
-    firewall: tuple[str, ...]
-    firewall_config: str  # empty: none
+    partition_id: int = field(default=0, metadata={"node": True})
+    num_partitions: int = field(default=1, metadata={"node": True})
+    data_dir: str = field(default="", metadata={"node": True})  # empty: phantom partition
+    firewall: tuple[str, ...] = field(default_factory=tuple, metadata={"node": True})
+    firewall_config: str = field(default="", metadata={"node": True})
 
     def __post_init__(self):
         training_source(self.mask_source)  # an unknown source fails here, in one line

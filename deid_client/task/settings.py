@@ -35,7 +35,6 @@ NODE_MODEL_KEYS = {"model": "model.id", "device": "model.device", "dtype": "mode
 CACHE_ENV = "DEID_CACHE_DIR"
 _STATE = "deid-client"  # this app's record in a node's Context.state
 
-
 @dataclass(frozen=True)
 class RunSettings:
     """The run config, typed: the federation's model, its local training and DP, the data
